@@ -1,0 +1,56 @@
+"""microsandbox: OCI images to ready-to-boot microVM root filesystems, and the sandboxes that run them."""
+from __future__ import annotations
+
+from .errors import (
+    CacheCorruptError,
+    ExecTimeoutError,
+    ImageInUseError,
+    ImageNotFoundError,
+    ImagePullFailedError,
+    InvalidConfigError,
+    InvalidDiskImageError,
+    InvalidLayerError,
+    KvmUnavailableError,
+    MicrosandboxError,
+    SandboxAlreadyExistsError,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    UnsupportedError,
+)
+from .image import Image
+from .image_types import (
+    DiskImageFormat,
+    ImageConfigDetail,
+    ImageDetail,
+    ImageHandle,
+    ImageLayerDetail,
+    ImagePruneReport,
+    ImageSource,
+    PullPolicy,
+)
+
+__all__ = [
+    "CacheCorruptError",
+    "DiskImageFormat",
+    "ExecTimeoutError",
+    "Image",
+    "ImageConfigDetail",
+    "ImageDetail",
+    "ImageHandle",
+    "ImageInUseError",
+    "ImageLayerDetail",
+    "ImageNotFoundError",
+    "ImagePruneReport",
+    "ImagePullFailedError",
+    "ImageSource",
+    "InvalidConfigError",
+    "InvalidDiskImageError",
+    "InvalidLayerError",
+    "KvmUnavailableError",
+    "MicrosandboxError",
+    "PullPolicy",
+    "SandboxAlreadyExistsError",
+    "SandboxNotFoundError",
+    "SandboxNotRunningError",
+    "UnsupportedError",
+]

@@ -1,0 +1,37 @@
+"""Build the Cython hot paths in microsandbox/_core and the cffi VMM binding.
+
+Every ``microsandbox/_core/*.pyx`` is compiled; a module names the C libraries it links with a
+``# distutils: libraries = ...`` header line, so adding a module never touches this file.
+Optional accelerators found at build time are announced to every module as macros.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _have_header(name: str) -> bool:
+    return any(os.path.exists(os.path.join(d, name)) for d in ("/usr/include", "/usr/local/include"))
+
+
+def _core_extensions() -> list[Extension]:
+    macros = [("CYTHON_TRACE", "0")]
+    if _have_header("isa-l.h") or _have_header("isa-l/igzip_lib.h"):
+        macros.append(("MSB_HAVE_ISAL", "1"))
+    exts = []
+    for pyx in sorted(glob.glob("microsandbox/_core/*.pyx")):
+        name = pyx[:-4].replace(os.sep, ".")
+        exts.append(Extension(name, [pyx], define_macros=macros, include_dirs=["csrc"],
+                              extra_compile_args=["-O2", "-fno-strict-aliasing"]))
+    return cythonize(exts, language_level=3, compiler_directives={"boundscheck": False,
+                                                                    "wraparound": False,
+                                                                    "cdivision": True})
+
+
+setup(
+    ext_modules=_core_extensions(),
+    cffi_modules=["csrc/build_vmm.py:ffibuilder"],
+)
