@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from .disk import detect_format
 from .errors import InvalidConfigError, InvalidDiskImageError
 from .image_types import (
     DiskImageFormat,
@@ -55,10 +56,20 @@ class Image:
 
     @staticmethod
     def disk(path: str, *, fstype: str | None = None) -> ImageSource:
-        """A disk image rootfs; the format comes from the extension (``.qcow2``, ``.raw``/``.img``, ``.vmdk``)."""
+        """A disk image rootfs; the format comes from the extension (``.qcow2``, ``.raw``/``.img``, ``.vmdk``).
+
+        When the file exists its header is read: bytes that contradict the extension (a qcow2 named
+        ``.raw`` would boot as raw and expose the host file's layout) raise ``InvalidDiskImageError``.
+        """
         if not isinstance(path, str) or not path:
             raise InvalidConfigError("disk path must be a non-empty string")
         fmt = disk_format_from_name(path)
+        if os.path.exists(path):
+            actual = detect_format(path)
+            if actual != fmt:
+                raise InvalidDiskImageError(
+                    f"{path}: the name says {fmt} but the file is {actual}; rename it to match its "
+                    f"contents or convert it with qemu-img", path=path, expected=str(fmt), actual=str(actual))
         return ImageSource(_type="disk", _path=path, _fstype=fstype, _format=fmt)
 
     @staticmethod
