@@ -15,6 +15,7 @@ from .errors import (
     SandboxAlreadyExistsError,
     SandboxNotFoundError,
     SandboxNotRunningError,
+    StorageError,
     UnsupportedError,
 )
 from .image import Image
@@ -52,5 +53,6 @@ __all__ = [
     "SandboxAlreadyExistsError",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
+    "StorageError",
     "UnsupportedError",
 ]

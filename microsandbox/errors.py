@@ -103,3 +103,9 @@ class KvmUnavailableError(MicrosandboxError):
     """The microVM backend cannot run here; the message says why and what to use instead."""
 
     code = "kvm_unavailable"
+
+
+class StorageError(MicrosandboxError):
+    """The host could not store an artifact (disk full, read-only, permissions)."""
+
+    code = "storage_error"

@@ -1,0 +1,293 @@
+"""EROFS image writer: a metadata tree in, an uncompressed 4 KiB-block image out.
+
+File data never passes through here: a producer (the tar stream, or the fsmeta composer) asks
+``alloc`` for blocks and writes the bytes there itself, so memory holds metadata only. ``finish``
+then lays out directory blocks and the metadata area after the data, writes inodes, xattrs and
+inline tails, and writes the superblock (with its CRC32C) last.
+
+Layout choices (shared/spec/erofs.md): block 0 holds only the superblock; regular files are
+FLAT_PLAIN (no inline tails, so another image can point at whole blocks) or CHUNK_BASED with a
+4-byte block map (sparse files, and fsmeta files whose blocks live in other images); directories
+and symlinks are inline where they fit; compact inodes wherever the fields allow, with the most
+common mtime chosen as the image's build time. Output is a pure function of the tree.
+"""
+import os
+import stat
+import struct
+from collections import Counter, deque
+
+from libc.stdint cimport uint32_t
+
+from microsandbox._core.erofs_fs cimport *
+
+_COMPACT = struct.Struct("<HHHHIIIIHHI")
+_EXTENDED = struct.Struct("<HHHHQIIIIqII16x")
+_DIRENT = struct.Struct("<QHBx")
+_XATTR_ENTRY = struct.Struct("<BBH")
+_SUPER = struct.Struct("<IIIBBHQqIIII16s16sIHHH")
+_XATTR_PREFIXES = (
+    (b"user.", EROFS_XATTR_USER),
+    (b"trusted.", EROFS_XATTR_TRUSTED),
+    (b"security.", EROFS_XATTR_SECURITY),
+)
+_ACL_NAMES = {b"system.posix_acl_access": EROFS_XATTR_POSIX_ACL_ACCESS,
+              b"system.posix_acl_default": EROFS_XATTR_POSIX_ACL_DEFAULT}
+_FILE_TYPES = {stat.S_IFREG: EROFS_FT_REG_FILE, stat.S_IFDIR: EROFS_FT_DIR, stat.S_IFCHR: EROFS_FT_CHRDEV,
+               stat.S_IFBLK: EROFS_FT_BLKDEV, stat.S_IFIFO: EROFS_FT_FIFO, stat.S_IFSOCK: EROFS_FT_SOCK,
+               stat.S_IFLNK: EROFS_FT_SYMLINK}
+
+
+def xattr_storable(bytes name):
+    """True when EROFS can store ``name`` (its prefix has an index, §6.3)."""
+    return _xattr_key(name) is not None
+
+
+cdef tuple _xattr_key(bytes name):
+    if name in _ACL_NAMES:
+        return (_ACL_NAMES[name], b"")
+    for prefix, index in _XATTR_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return (index, name[len(prefix):])
+    return None
+
+
+cdef class Node:
+    """One inode. Directories hold ``children`` (name -> Node); a Node reached by several names is
+    one inode with hard links. Regular files carry ``blkaddr`` (FLAT_PLAIN, contiguous blocks) or
+    ``chunk_bits`` + ``chunks`` (CHUNK_BASED block map; ``EROFS_NULL_ADDR`` entries are holes)."""
+    cdef public unsigned int mode
+    cdef public object uid, gid, size, mtime
+    cdef public unsigned int mtime_nsec, rdev_major, rdev_minor
+    cdef public bytes target
+    cdef public dict xattrs, children
+    cdef public object blkaddr
+    cdef public int chunk_bits
+    cdef public object chunks
+    # filled in by finish()
+    cdef public object nid, nlink, ino, ibody, inline, dir_blocks, layout, i_u, footprint, extended
+
+    def __init__(self, unsigned int mode, uid=0, gid=0, mtime=0, unsigned int mtime_nsec=0):
+        self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec = mode, uid, gid, mtime, mtime_nsec
+        self.size, self.blkaddr, self.chunk_bits, self.chunks = 0, 0, -1, None
+        self.rdev_major = self.rdev_minor = 0
+        self.target = None
+        self.xattrs = {}
+        self.children = {} if stat.S_ISDIR(mode) else None
+
+    @property
+    def is_dir(self):
+        return stat.S_ISDIR(self.mode)
+
+
+cdef unsigned int _CRC_TABLE[256]
+
+
+cdef void _init_crc() noexcept:
+    cdef unsigned int c, i, k
+    for i in range(256):
+        c = i
+        for k in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        _CRC_TABLE[i] = c
+
+
+_init_crc()
+
+
+cpdef unsigned int crc32c(const unsigned char[:] data, unsigned int crc=0xFFFFFFFF) noexcept:
+    """CRC32C as the kernel's ``crc32c(~0, ...)``: reflected, no final inversion."""
+    cdef Py_ssize_t i
+    for i in range(data.shape[0]):
+        crc = _CRC_TABLE[(crc ^ data[i]) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+cdef inline object _round_up(object n, object unit):
+    return (n + unit - 1) // unit * unit
+
+
+cdef class ErofsWriter:
+    """Allocates data blocks while the producer streams, then writes the metadata on ``finish``."""
+    cdef int fd
+    cdef public object next_block
+    cdef public Node root
+
+    def __init__(self, int fd, Node root=None):
+        self.fd = fd
+        self.next_block = 1          # block 0 is the superblock's
+        self.root = root if root is not None else Node(stat.S_IFDIR | 0o755)
+
+    def alloc(self, nblocks):
+        """Reserve ``nblocks`` contiguous data blocks; returns the first block address."""
+        start = self.next_block
+        self.next_block += nblocks
+        if self.next_block >= EROFS_NULL_ADDR:
+            raise OverflowError("EROFS block addresses are 32-bit: the image would pass 16 TiB")
+        return start
+
+    def finish(self):
+        """Write directories, inodes and the superblock; returns the image size in bytes."""
+        order, parents = self._walk()
+        build_time = Counter((n.mtime, n.mtime_nsec) for n in order).most_common(1)[0][0]
+        links = Counter(id(c) for n in order if n.is_dir for c in n.children.values())
+        for ino, node in enumerate(order):
+            node.ino = ino
+            node.nlink = (2 + sum(1 for c in node.children.values() if c.is_dir)) if node.is_dir \
+                else links[id(node)]
+            node.extended = (node.size > 0xFFFFFFFF or node.uid > 0xFFFF or node.gid > 0xFFFF or
+                             node.nlink > 0xFFFF or (node.mtime, node.mtime_nsec) != build_time)
+            node.ibody = _xattr_ibody(node.xattrs)
+            self._plan_data(node)
+        meta_blkaddr = self.next_block
+        meta_size = _assign_nids(order)
+        incompat = 0
+        meta = bytearray(_round_up(meta_size, EROFS_BLKSZ))
+        for node in order:
+            if node.dir_blocks is not None:
+                self._write_dir(node, parents[id(node)])
+            _pack_inode(node, meta)
+            if node.layout == EROFS_CHUNK_BASED:
+                incompat |= EROFS_INCOMPAT_CHUNKED_FILE
+        os.pwrite(self.fd, meta, meta_blkaddr * EROFS_BLKSZ)
+        total_blocks = meta_blkaddr + len(meta) // EROFS_BLKSZ
+        self._write_super(order, build_time, meta_blkaddr, total_blocks, incompat)
+        os.ftruncate(self.fd, total_blocks * EROFS_BLKSZ)
+        return total_blocks * EROFS_BLKSZ
+
+    cdef tuple _walk(self):
+        """Breadth-first, names in byte order: inodes once each, and every directory's parent."""
+        order, seen, parents = [], set(), {id(self.root): self.root}
+        queue = deque([self.root])
+        while queue:
+            node = queue.popleft()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            order.append(node)
+            if node.is_dir:
+                for name in sorted(node.children):
+                    child = node.children[name]
+                    if child.is_dir:
+                        parents[id(child)] = node
+                    queue.append(child)
+        return order, parents
+
+    cdef _plan_data(self, Node node):
+        """Pick the data layout and reserve blocks for directory and long-symlink data."""
+        cdef object core = EROFS_INODE_EXTENDED if node.extended else EROFS_INODE_COMPACT
+        node.dir_blocks = None
+        node.inline = b""
+        if node.is_dir:
+            blocks = _pack_dir(node)
+            node.size = (len(blocks) - 1) * EROFS_BLKSZ + blocks[-1][0]
+            tail = node.size % EROFS_BLKSZ
+            if tail and core + len(node.ibody) + tail <= EROFS_BLKSZ:
+                node.layout, nfull = EROFS_FLAT_INLINE, len(blocks) - 1
+                node.inline = bytes(tail)   # the real tail, same length, once nids are known
+            else:
+                node.layout, nfull = EROFS_FLAT_PLAIN, len(blocks)
+            node.dir_blocks = blocks
+            node.i_u = self.alloc(nfull) if nfull else EROFS_NULL_ADDR
+        elif stat.S_ISLNK(node.mode):
+            node.size = len(node.target)
+            if core + len(node.ibody) + node.size <= EROFS_BLKSZ:
+                node.layout, node.i_u, node.inline = EROFS_FLAT_INLINE, EROFS_NULL_ADDR, node.target
+            else:
+                node.layout, node.i_u = EROFS_FLAT_PLAIN, self.alloc(1)
+                os.pwrite(self.fd, node.target, node.i_u * EROFS_BLKSZ)
+        elif stat.S_ISREG(node.mode) and node.chunks is not None:
+            node.layout, node.i_u = EROFS_CHUNK_BASED, node.chunk_bits
+            node.inline = struct.pack(f"<{len(node.chunks)}I", *node.chunks)
+        elif stat.S_ISREG(node.mode):
+            node.layout, node.i_u = EROFS_FLAT_PLAIN, node.blkaddr if node.size else 0
+        else:
+            node.layout, node.size = EROFS_FLAT_PLAIN, 0
+            node.i_u = ((node.rdev_minor & 0xFF) | (node.rdev_major << 8) |
+                        ((node.rdev_minor & ~0xFF) << 12)) if stat.S_ISCHR(node.mode) or \
+                stat.S_ISBLK(node.mode) else 0
+        node.footprint = core + len(node.ibody) + len(node.inline)
+
+    cdef _write_dir(self, Node node, Node parent):
+        """Serialise a directory's blocks with real nids; the last goes inline when planned so."""
+        cdef list out = []
+        for used, entries in node.dir_blocks:
+            buf = bytearray(EROFS_BLKSZ)
+            nameoff = EROFS_DIRENT_SIZE * len(entries)
+            for i, (name, child) in enumerate(entries):
+                target = node if name == b"." else parent if name == b".." else child
+                _DIRENT.pack_into(buf, i * EROFS_DIRENT_SIZE, target.nid, nameoff,
+                                  _FILE_TYPES[stat.S_IFMT(target.mode)])
+                buf[nameoff:nameoff + len(name)] = name
+                nameoff += len(name)
+            out.append(buf)
+        if node.layout == EROFS_FLAT_INLINE:
+            node.inline = bytes(out.pop()[:node.size % EROFS_BLKSZ])
+        if out:
+            os.pwrite(self.fd, b"".join(out), node.i_u * EROFS_BLKSZ)
+
+    cdef _write_super(self, list order, tuple build_time, meta_blkaddr, total_blocks, incompat):
+        block0 = bytearray(EROFS_BLKSZ)
+        _SUPER.pack_into(block0, EROFS_SUPER_OFFSET, EROFS_SUPER_MAGIC, 0,
+                         EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME, EROFS_BLKSZ_BITS, 0,
+                         self.root.nid, len(order), build_time[0], build_time[1], total_blocks,
+                         meta_blkaddr, 0, bytes(16), bytes(16), incompat, 0, 0, 0)
+        crc = crc32c(memoryview(block0)[EROFS_SUPER_OFFSET:])
+        struct.pack_into("<I", block0, EROFS_SUPER_OFFSET + 4, crc)
+        os.pwrite(self.fd, block0, 0)
+
+
+cdef list _pack_dir(Node node):
+    """Sorted entries (with "." and "..") cut into blocks: [(bytes used, [(name, child)])]."""
+    entries = sorted([(b".", None), (b"..", None)] + list(node.children.items()), key=lambda e: e[0])
+    blocks, current, used = [], [], 0
+    for name, child in entries:
+        need = EROFS_DIRENT_SIZE + len(name)
+        if used + need > EROFS_BLKSZ:
+            blocks.append((used, current))
+            current, used = [], 0
+        current.append((name, child))
+        used += need
+    blocks.append((used, current))
+    return blocks
+
+
+cdef bytes _xattr_ibody(dict xattrs):
+    if not xattrs:
+        return b""
+    parts = [bytes(EROFS_XATTR_HEADER)]
+    for (index, suffix), value in sorted((_xattr_key(k), v) for k, v in xattrs.items()):
+        entry = _XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
+        parts.append(entry + bytes(-len(entry) % 4))
+    return b"".join(parts)
+
+
+cdef object _assign_nids(list order):
+    """Place inodes on 32-byte slots, never letting a footprint that fits a block cross one.
+
+    Slot 0 stays empty: st_ino is the nid, and readdir hides entries whose inode number is 0.
+    """
+    cursor = EROFS_SLOT
+    for node in order:
+        if node.footprint <= EROFS_BLKSZ and cursor % EROFS_BLKSZ + node.footprint > EROFS_BLKSZ:
+            cursor = _round_up(cursor, EROFS_BLKSZ)
+        elif node.footprint > EROFS_BLKSZ:
+            cursor = _round_up(cursor, EROFS_BLKSZ)
+        node.nid = cursor // EROFS_SLOT
+        cursor += _round_up(node.footprint, EROFS_SLOT)
+    return cursor
+
+
+cdef _pack_inode(Node node, bytearray meta):
+    at = node.nid * EROFS_SLOT
+    icount = (len(node.ibody) - EROFS_XATTR_HEADER) // 4 + 1 if node.ibody else 0
+    if node.extended:
+        _EXTENDED.pack_into(meta, at, 1 | (node.layout << 1), icount, node.mode, 0, node.size, node.i_u,
+                            node.ino, node.uid, node.gid, node.mtime, node.mtime_nsec, node.nlink)
+        at += EROFS_INODE_EXTENDED
+    else:
+        _COMPACT.pack_into(meta, at, node.layout << 1, icount, node.mode, node.nlink, node.size, 0,
+                           node.i_u, node.ino, node.uid, node.gid, 0)
+        at += EROFS_INODE_COMPACT
+    meta[at:at + len(node.ibody)] = node.ibody
+    at += len(node.ibody)
+    meta[at:at + len(node.inline)] = node.inline
