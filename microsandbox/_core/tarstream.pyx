@@ -124,7 +124,8 @@ cdef class Decoder:
             self.kind = GZIP
             if inflateInit2(&self.zs, 15 + 16) != Z_OK:
                 raise MemoryError("zlib inflateInit2 failed")
-        elif head == b"\x28\xb5\x2f\xfd":
+        elif head == b"\x28\xb5\x2f\xfd" or (head[1:] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
+            # a zstd frame, or a skippable frame (magic 0x184D2A5?) that precedes one
             self.kind = ZSTD
             self.zd = ZSTD_createDStream()
             if self.zd == NULL:
@@ -273,11 +274,10 @@ cdef class Decoder:
 
 cdef object _number(bytes field, str what):
     """A tar numeric field: octal text, or GNU base-256 (high bit set, two's complement)."""
+    if field and field[0] == 0xFF:
+        return int.from_bytes(field, "big", signed=True)
     if field and field[0] & 0x80:
-        value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-        if field[0] & 0x40:
-            value -= 1 << (8 * len(field) - 1)
-        return value
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
@@ -341,9 +341,10 @@ cdef tuple _pax_time(bytes value):
 _ACL_TAGS = {"user": (0x01, 0x02), "group": (0x04, 0x08), "mask": (0x10, 0x10), "other": (0x20, 0x20)}
 
 
-cdef bytes _acl_xattr(bytes text):
+cdef object _acl_xattr(bytes text):
     """A star/libarchive POSIX.1e ACL text (``user::rwx,user:bob:r-x:1001,...``) as the binary
-    ``system.posix_acl_*`` value: version 2, then {le16 tag, le16 perm, le32 id} sorted."""
+    ``system.posix_acl_*`` value: version 2, then {le16 tag, le16 perm, le32 id} sorted.
+    None when an entry cannot be mapped (a name without a numeric id, an unknown tag)."""
     entries = []
     for item in text.decode("utf-8", "replace").replace("\n", ",").split(","):
         item = item.strip()
@@ -351,8 +352,8 @@ cdef bytes _acl_xattr(bytes text):
             continue
         fields = item.split(":")
         kind = {"u": "user", "g": "group", "m": "mask", "o": "other"}.get(fields[0], fields[0])
-        if kind not in _ACL_TAGS or len(fields) < 3:
-            raise _bad(f"malformed ACL entry {item!r}")
+        if kind not in _ACL_TAGS or len(fields) < 2:
+            return None
         qualifier, perms = fields[1], fields[2]
         if kind in ("mask", "other") and len(fields) == 2:
             qualifier, perms = "", fields[1]
@@ -360,7 +361,7 @@ cdef bytes _acl_xattr(bytes text):
         if qualifier:
             ident = fields[3] if len(fields) > 3 and fields[3].isdigit() else qualifier
             if not ident.isdigit():
-                raise _bad(f"ACL entry {item!r} names no numeric id")
+                return None  # a user or group name only: no passwd here to map it to an id
             entries.append((_ACL_TAGS[kind][1], perm, int(ident)))
         else:
             entries.append((_ACL_TAGS[kind][0], perm, 0xFFFFFFFF))
@@ -444,6 +445,9 @@ cdef class _Tree:
                 name, value = b"system.posix_acl_default", _acl_xattr(value)
             else:
                 continue
+            if value is None:
+                self.skipped_xattrs += 1
+                continue
             if len(value) > MAX_XATTR_VALUE:
                 raise _bad(f"xattr {name!r} has a {len(value)}-byte value; the limit is {MAX_XATTR_VALUE}")
             if xattr_storable(name):
@@ -517,7 +521,7 @@ cdef _write_sparse(object writer, int fd, Decoder dec, object node, list segment
                    bytes path):
     """Stream sparse data into 4 KiB chunks allocated on first touch; untouched chunks are holes."""
     cdef uint64_t nchunks = (real_size + EROFS_BLKSZ - 1) // EROFS_BLKSZ
-    if nchunks > (1 << 31):
+    if nchunks > 0x80000000ULL:
         raise _bad(f"sparse file {path!r} claims {real_size} bytes")
     chunks = [EROFS_NULL_ADDR] * nchunks
     cdef uint64_t last_end = 0, pos, end, piece
@@ -672,9 +676,13 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
             raise _bad(f"hard link {where!r} points at {link!r}, which is not an earlier file in this layer",
                        path=path)
         tree.place(parent, name, target)
-        dec.copy_to(-1, 0, size + (-size % BLOCK), where)
+        # Old tars record the target's size on a hard link but store no data; only PAX
+        # archives may carry data after one (libarchive reads them the same way).
+        if pax:
+            dec.copy_to(-1, 0, size + (-size % BLOCK), where)
         return
-    if typeflag == b"5":
+    if typeflag == b"5" or (typeflag in (b"0", b"\0") and path.endswith(b"/")):
+        # pre-POSIX tars marked directories only by the trailing slash
         node = Node(stat.S_IFDIR | mode, uid, gid, mtime, nsec)
     elif typeflag == b"2":
         if len(link) > MAX_SYMLINK or not link:
@@ -691,11 +699,12 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
         node = Node(stat.S_IFREG | mode, uid, gid, mtime, nsec)
         _file_data(tree, writer, fd, dec, hdr, typeflag, size, pax, node, path)
         data_used = size
-    if not stat.S_ISREG(node.mode):
-        dec.copy_to(-1, 0, size, where)
     tree.set_xattrs(node, pax)
     tree.place(parent, name, node)
-    dec.copy_to(-1, 0, -size % BLOCK, where)
+    # Only regular files carry data: like libarchive, a size recorded on a directory, link,
+    # device or fifo header (old GNU tar wrote some) is ignored and nothing is skipped.
+    if data_used:
+        dec.copy_to(-1, 0, -size % BLOCK, where)
 
 
 cdef _file_data(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typeflag, object size,
