@@ -116,7 +116,6 @@ cdef class Decoder:
         self.src = src
         self.in_view = memoryview(<unsigned char[:IN_SIZE]>self.inbuf)
         self.out_view = memoryview(<unsigned char[:OUT_SIZE]>self.outbuf)
-        self.sha_compressed = hashlib.sha256()
         self.sha_plain = hashlib.sha256()
         self._read_input()
         head = bytes(self.in_view[:min(self.in_end, 4)])
@@ -133,6 +132,10 @@ cdef class Decoder:
             ZSTD_initDStream(self.zd)
         else:
             self.kind = PLAIN
+        # A plain tar is its own "compressed" stream: one hash serves both digests.
+        self.sha_compressed = self.sha_plain if self.kind == PLAIN else hashlib.sha256()
+        if self.kind != PLAIN:
+            self.sha_compressed.update(self.in_view[:self.in_end])
 
     cdef int _read_input(self) except -1:
         """Refill the input buffer from the source; hashes what was read."""
@@ -144,9 +147,10 @@ cdef class Decoder:
         self.in_pos, self.in_end = 0, n
         if n == 0:
             self.src_eof = True
-        else:
+            return 0
+        self.compressed_size += n
+        if self.sha_compressed is not None and self.sha_compressed is not self.sha_plain:
             self.sha_compressed.update(self.in_view[:n])
-            self.compressed_size += n
         return 0
 
     cdef size_t _produce(self) except? 0:

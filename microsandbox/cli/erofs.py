@@ -1,0 +1,29 @@
+"""``msb erofs``: build EROFS images outside a registry (like ``mkfs.erofs --tar``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..layers import convert_layer
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    erofs = sub.add_parser("erofs", help="build EROFS images from tar layers")
+    erofs_sub = erofs.add_subparsers(dest="erofs_command", metavar="COMMAND", required=True)
+    p = erofs_sub.add_parser("from-tar", help="convert a gzip, zstd or plain tar layer into an EROFS image")
+    p.add_argument("layer", metavar="LAYER", help="the layer file, or - for standard input")
+    p.add_argument("out", metavar="OUT", help="the EROFS image to write (replaced atomically)")
+    p.add_argument("--json", action="store_true", help="print the digests and sizes as JSON")
+    p.set_defaults(func=_from_tar)
+
+
+def _from_tar(args: argparse.Namespace) -> int:
+    src = sys.stdin.buffer if args.layer == "-" else args.layer
+    result = convert_layer(src, args.out)
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(f"{args.out}: {result.entries} entries, {result.erofs_size} bytes "
+              f"(diff_id {result.diff_id})")
+    return 0
