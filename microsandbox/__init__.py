@@ -19,6 +19,7 @@ from .errors import (
     UnsupportedError,
 )
 from .image import Image
+from .pull import PullEvent
 from .image_types import (
     DiskImageFormat,
     ImageConfigDetail,
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidLayerError",
     "KvmUnavailableError",
     "MicrosandboxError",
+    "PullEvent",
     "PullPolicy",
     "SandboxAlreadyExistsError",
     "SandboxNotFoundError",

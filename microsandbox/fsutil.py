@@ -16,7 +16,7 @@ def atomic_output(dest: Path) -> Iterator[BinaryIO]:
     On any exception the temp file is removed and ``dest`` is left as it was.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=dest.parent)
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out
@@ -28,6 +28,27 @@ def atomic_output(dest: Path) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     fsync_dir(dest.parent)
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def orphaned_temp(path: Path) -> bool:
+    """True for an ``atomic_output`` temp file whose writing process no longer exists."""
+    parts = path.name.split(".")
+    if not (path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and len(parts) >= 4):
+        return False
+    try:
+        pid = int(parts[-3])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,8 +1,11 @@
 """``Image``: explicit rootfs sources (sync) and the local image cache (async)."""
 from __future__ import annotations
 
+import asyncio
 import os
 
+from . import image_cache
+from .cache import Cache
 from .disk import detect_format
 from .errors import InvalidConfigError, InvalidDiskImageError
 from .image_types import (
@@ -11,7 +14,9 @@ from .image_types import (
     ImageHandle,
     ImagePruneReport,
     ImageSource,
+    PullPolicy,
 )
+from .pull import Progress, pull_image
 
 _DISK_EXTENSIONS = {
     ".qcow2": DiskImageFormat.QCOW2,
@@ -19,8 +24,6 @@ _DISK_EXTENSIONS = {
     ".img": DiskImageFormat.RAW,
     ".vmdk": DiskImageFormat.VMDK,
 }
-
-_CACHE_PENDING = "the image cache lands with the OCI acquisition issue (#3)"
 
 
 def disk_format_from_name(path: str) -> DiskImageFormat:
@@ -73,27 +76,39 @@ class Image:
         return ImageSource(_type="disk", _path=path, _fstype=fstype, _format=fmt)
 
     @staticmethod
+    async def pull(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_MISSING,
+                   platform: str | None = None, auth: tuple[str, str] | None = None,
+                   progress: Progress | None = None) -> ImageHandle:
+        """Fetch, verify and convert ``reference`` into the cache; see ``PullPolicy`` and ``PullEvent``.
+
+        Raises ``ImagePullFailedError`` (registry, network, auth, digest, bad layer) or, with policy
+        ``never``, ``ImageNotFoundError``. ``platform`` is ``"os/arch[/variant]"``.
+        """
+        return await asyncio.to_thread(pull_image, reference, pull_policy=pull_policy, platform=platform,
+                                       auth=auth, progress=progress)
+
+    @staticmethod
     async def get(reference: str) -> ImageHandle:
-        """One cached image; ``ImageNotFoundError`` when absent. Not implemented until #3 lands."""
-        raise NotImplementedError(_CACHE_PENDING)
+        """One cached image; ``ImageNotFoundError`` when it is not in the local cache."""
+        return await asyncio.to_thread(image_cache.get, Cache(), reference)
 
     @staticmethod
     async def list() -> list[ImageHandle]:
-        """Every cached image, newest first. Not implemented until #3 lands."""
-        raise NotImplementedError(_CACHE_PENDING)
+        """Every cached image, newest ``created_at`` first."""
+        return await asyncio.to_thread(image_cache.list_images, Cache())
 
     @staticmethod
     async def inspect(reference: str) -> ImageDetail:
-        """Handle, parsed config and layers. Not implemented until #3 lands."""
-        raise NotImplementedError(_CACHE_PENDING)
+        """Handle metadata plus the parsed OCI config and per-layer detail, bottom to top."""
+        return await asyncio.to_thread(image_cache.inspect, Cache(), reference)
 
     @staticmethod
     async def remove(reference: str, *, force: bool = False) -> None:
-        """Delete a cached image (``ImageInUseError`` unless ``force``). Not implemented until #3 lands."""
-        raise NotImplementedError(_CACHE_PENDING)
+        """Delete a cached reference; ``ImageInUseError`` while a sandbox uses it, unless ``force``.
+        Layer files are reclaimed by ``prune``."""
+        await asyncio.to_thread(image_cache.remove, Cache(), reference, force=force)
 
     @staticmethod
     async def prune() -> ImagePruneReport:
-        """Remove cached data no sandbox uses. Not implemented until #3 lands."""
-        raise NotImplementedError(_CACHE_PENDING)
-
+        """Remove every image no sandbox uses and the data nothing reachable needs."""
+        return await asyncio.to_thread(image_cache.prune, Cache())
