@@ -45,3 +45,11 @@ def probe(path: str | PathLike[str]) -> DiskInfo:
 def detect_format(path: str | PathLike[str]) -> DiskImageFormat:
     """The container format the file's own bytes declare (raw when no header is recognised)."""
     return DiskImageFormat(diskprobe.container_format(fspath(path)))
+
+
+def read_guest(path: str | PathLike[str], offset: int, length: int) -> bytes:
+    """Bytes of the virtual disk as a guest sees them (through qcow2 tables or VMDK extents).
+
+    Reads past the disk's end and damaged images raise ``InvalidDiskImageError``.
+    """
+    return diskprobe.read_guest(fspath(path), offset, length)

@@ -556,25 +556,39 @@ cdef tuple _container(int fd, str path, uint64_t size):
     return "raw", None
 
 
+cdef tuple _source(int fd, str path):
+    """(format, Source) for an open image."""
+    size = os.fstat(fd).st_size
+    fmt, text = _container(fd, path, size)
+    if fmt == "qcow2":
+        return fmt, Qcow2Source(fd, path, size)
+    if text is not None:
+        return fmt, VmdkDescriptorSource(text, path)
+    if fmt == "vmdk":
+        return fmt, VmdkSparseSource(fd, path, size)
+    return fmt, RawSource(fd, path, size)
+
+
+cdef object _with_source(str path, object use):
+    fd = _open(path)
+    src = None
+    try:
+        fmt, src = _source(fd, path)
+        return use(fmt, src)
+    finally:
+        if isinstance(src, VmdkDescriptorSource):
+            src.close()
+        os.close(fd)
+
+
+def read_guest(str path, uint64_t offset, Py_ssize_t length):
+    """``length`` bytes of the guest disk at ``offset``, read through the container format."""
+    return _with_source(path, lambda fmt, src: src.read(offset, length))
+
+
 def probe(str path):
     """(format, virtual_size, fstype, partition, backing_file) of the disk image at ``path``."""
-    fd = _open(path)
-    descriptor = None
-    try:
-        size = os.fstat(fd).st_size
-        fmt, text = _container(fd, path, size)
-        if fmt == "qcow2":
-            src = Qcow2Source(fd, path, size)
-        elif text is not None:
-            src = descriptor = VmdkDescriptorSource(text, path)
-        elif fmt == "vmdk":
-            src = VmdkSparseSource(fd, path, size)
-        else:
-            src = RawSource(fd, path, size)
+    def describe(fmt, src):
         fs, partition = _filesystem(src)
-        backing = src.backing_file if fmt == "qcow2" else None
-        return fmt, src.size, fs, partition, backing
-    finally:
-        if descriptor is not None:
-            descriptor.close()
-        os.close(fd)
+        return fmt, src.size, fs, partition, src.backing_file if fmt == "qcow2" else None
+    return _with_source(path, describe)

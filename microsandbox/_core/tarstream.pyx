@@ -78,6 +78,10 @@ cdef enum Kind:
 KIND_NAMES = ("tar", "gzip", "zstd")
 
 
+cdef inline bint _all_zero(const unsigned char *p, size_t n) noexcept nogil:
+    return n == 0 or (p[0] == 0 and memcmp(p, p + 1, n - 1) == 0)
+
+
 def _bad(str why, **context):
     return InvalidLayerError(f"invalid layer: {why}", **context)
 
@@ -242,7 +246,11 @@ cdef class Decoder:
         return 1
 
     cdef int copy_to(self, int fd, uint64_t offset, uint64_t n, str what) except -1:
-        """Copy ``n`` stream bytes to ``fd`` at ``offset`` (``fd`` < 0 skips them)."""
+        """Copy ``n`` stream bytes to ``fd`` at ``offset`` (``fd`` < 0 skips them).
+
+        All-zero runs are not written: the output is a fresh file whose unwritten ranges read as
+        zeros, so zero-filled files cost no host disk space.
+        """
         cdef size_t take, done
         cdef ssize_t w
         cdef int err = 0
@@ -250,7 +258,7 @@ cdef class Decoder:
             take = <size_t>min(<uint64_t>self._avail(), n)
             if take == 0:
                 raise _bad(f"truncated tar stream: the data of {what} ends early", offset=self.plain_size)
-            if fd >= 0:
+            if fd >= 0 and not _all_zero(self.outbuf + self.out_pos, take):
                 done = 0
                 with nogil:
                     while done < take:

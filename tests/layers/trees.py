@@ -96,4 +96,4 @@ def assert_same_tree(actual: dict[str, tuple], expected: dict[str, tuple]) -> No
     fields = ("type", "mode", "uid", "gid", "size", "content", "rdev", "mtime_ns", "xattrs", "nlink")
     for path in sorted(expected):
         for field, a, e in zip(fields, actual[path], expected[path]):
-            assert a == e, f"{path}: {field} is {a!r}, bsdtar gives {e!r}"
+            assert a == e, f"{path}: {field} is {a!r}, the oracle gives {e!r}"
