@@ -4,6 +4,8 @@ Layout under ``$MSB_HOME/cache``::
 
     blobs/sha256/<hex>         manifests and configs, verified bytes as the registry sent them
     layers/<diff_id hex>.erofs one EROFS image per uncompressed layer
+    fsmeta/<manifest hex>.erofs the merged metadata image of one manifest
+    <manifest hex>.vmdk        fsmeta + layers stitched; extents relative, so the cache can move
     index.json                 references -> manifests -> configs and layers
     index.lock                 flock taken by writers
 
@@ -52,6 +54,12 @@ class Cache:
 
     def layer_path(self, diff_id: str) -> Path:
         return self.root / "layers" / f"{_hex(diff_id)}.erofs"
+
+    def fsmeta_path(self, manifest_digest: str) -> Path:
+        return self.root / "fsmeta" / f"{_hex(manifest_digest)}.erofs"
+
+    def vmdk_path(self, manifest_digest: str) -> Path:
+        return self.root / f"{_hex(manifest_digest)}.vmdk"
 
     def write_blob(self, digest: str, data: bytes) -> None:
         path = self.blob_path(digest)
@@ -127,7 +135,7 @@ class Cache:
     def clean_tmp(self) -> tuple[int, int]:
         """Remove temp files whose writer died (killed mid-pull); returns (files, bytes)."""
         count = size = 0
-        for folder in (self.root / "layers", self.root / "blobs" / "sha256", self.root):
+        for folder in (self.root / "layers", self.root / "fsmeta", self.root / "blobs" / "sha256", self.root):
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():

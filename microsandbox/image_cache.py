@@ -12,7 +12,8 @@ from .cache import Cache
 from .errors import ImageInUseError, ImageNotFoundError
 from .image_types import ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImagePruneReport
 from .paths import sandboxes_dir
-from .pull import handle_from
+from .pull import handle_from, ready
+from .rootfs import ImageRootfs
 from .reference import parse_reference
 
 
@@ -35,6 +36,23 @@ def _entry(index: dict[str, Any], reference: str) -> tuple[str, dict[str, Any], 
     if record is None:
         raise ImageNotFoundError(f"{key} is not in the local cache; pull it first", reference=key)
     return key, entry, record
+
+
+def _unlink_unless(paths: list[Path], live: set[Path], unlink) -> int:
+    return sum(unlink(p) for p in paths if p not in live)
+
+
+def rootfs_for(cache: Cache, reference: str) -> ImageRootfs:
+    """The boot artifacts of a cached image (what the sandbox backends consume)."""
+    index = cache.read_index()
+    key, entry, record = _entry(index, reference)
+    digest = entry["manifest"]
+    if not ready(cache, digest, record):
+        raise ImageNotFoundError(f"{key} is only partly in the cache; pull it again", reference=key)
+    return ImageRootfs(reference=key, manifest_digest=digest,
+                       layers=tuple(cache.layer_path(layer["diff_id"]) for layer in record["layers"]),
+                       fsmeta=cache.fsmeta_path(digest), vmdk=cache.vmdk_path(digest),
+                       config=inspect(cache, key).config)
 
 
 def get(cache: Cache, reference: str) -> ImageHandle:
@@ -113,12 +131,15 @@ def prune(cache: Cache) -> ImagePruneReport:
         for path in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else []:
             if path.name not in live_blobs and not path.name.startswith("."):
                 unlink(path)
-        live_layers = {cache.layer_path(layer["diff_id"]).name
-                       for m in index["manifests"].values() for layer in m["layers"]}
-        layers_dir = cache.root / "layers"
-        layers_removed = sum(unlink(p) for p in sorted(layers_dir.glob("*.erofs"))
-                             if p.name not in live_layers) if layers_dir.is_dir() else 0
+        live_layers = {cache.layer_path(layer["diff_id"]) for m in index["manifests"].values()
+                       for layer in m["layers"]}
+        layers_removed = _unlink_unless(sorted((cache.root / "layers").glob("*.erofs")), live_layers, unlink)
+        fsmeta_removed = _unlink_unless(sorted((cache.root / "fsmeta").glob("*.erofs")),
+                                        {cache.fsmeta_path(d) for d in index["manifests"]}, unlink)
+        vmdk_removed = _unlink_unless(sorted(cache.root.glob("*.vmdk")),
+                                      {cache.vmdk_path(d) for d in index["manifests"]}, unlink)
     _, tmp_bytes = cache.clean_tmp()
     return ImagePruneReport(image_refs_removed=len(refs), manifests_removed=len(dead_manifests),
-                            layers_removed=layers_removed, fsmeta_removed=0, vmdk_removed=0,
+                            layers_removed=layers_removed, fsmeta_removed=fsmeta_removed,
+                            vmdk_removed=vmdk_removed,
                             bytes_reclaimed=reclaimed[0] + tmp_bytes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cache import Cache, config_record, manifest_record, now_ms
+from .compose import compose_image
 from .errors import ImageNotFoundError, ImagePullFailedError, InvalidLayerError, MicrosandboxError
 from .image_types import ImageHandle, PullPolicy
 from .layers import convert_layer
@@ -34,7 +35,8 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 @dataclass(frozen=True)
 class PullEvent:
     """Progress of one pull. ``kind`` is one of: resolving, resolved, layer_cached,
-    layer_download (bytes_done/bytes_total), layer_materialized, complete."""
+    layer_download (bytes_done/bytes_total), layer_materialized, stitched (fsmeta and VMDK
+    written), complete."""
 
     kind: str
     reference: str
@@ -77,6 +79,8 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
     record = manifest_record(manifest, config)
     emit(PullEvent("resolved", str(ref), manifest_digest, layer_count=len(record["layers"])))
     _materialize_layers(cache, client, ref, record["layers"], emit)
+    stitch(cache, manifest_digest, record)
+    emit(PullEvent("stitched", str(ref), manifest_digest))
     cache.write_blob(config_digest, config_bytes)
     cache.write_blob(manifest_digest, manifest_bytes)
     stamp = now_ms()
@@ -91,12 +95,25 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
     return handle_from(str(ref), index["references"][str(ref)], record)
 
 
+def stitch(cache: Cache, manifest_digest: str, record: dict[str, Any]) -> None:
+    """fsmeta and VMDK for a manifest whose layers are cached (rebuilt when either is missing)."""
+    fsmeta, vmdk = cache.fsmeta_path(manifest_digest), cache.vmdk_path(manifest_digest)
+    if not (fsmeta.exists() and vmdk.exists()):
+        compose_image([cache.layer_path(layer["diff_id"]) for layer in record["layers"]], fsmeta, vmdk)
+
+
+def ready(cache: Cache, manifest_digest: str, record: dict[str, Any]) -> bool:
+    """Every artifact a sandbox boots from is on disk."""
+    return (all(cache.layer_path(layer["diff_id"]).exists() for layer in record["layers"]) and
+            cache.fsmeta_path(manifest_digest).exists() and cache.vmdk_path(manifest_digest).exists())
+
+
 def _cached(cache: Cache, key: str) -> ImageHandle | None:
     """The handle when every artifact of ``key`` is on disk; touches ``last_used_at``."""
     index = cache.read_index()
     entry = index["references"].get(key)
     record = index["manifests"].get(entry["manifest"]) if entry else None
-    if record is None or not all(cache.layer_path(layer["diff_id"]).exists() for layer in record["layers"]):
+    if record is None or not ready(cache, entry["manifest"], record):
         return None
     with cache.edit_index() as index:
         entry = index["references"].get(key)

@@ -1,10 +1,12 @@
-"""``msb erofs``: build EROFS images outside a registry (like ``mkfs.erofs --tar``)."""
+"""``msb erofs``: build EROFS images and stitched disks outside a registry (like ``mkfs.erofs --tar``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from ..compose import compose_image
 from ..layers import convert_layer
 
 
@@ -16,6 +18,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="the EROFS image to write (replaced atomically)")
     p.add_argument("--json", action="store_true", help="print the digests and sizes as JSON")
     p.set_defaults(func=_from_tar)
+    c = erofs_sub.add_parser("compose", help="stitch layer images into fsmeta + a VMDK disk",
+                             description="Merge EROFS layer images (bottom to top) into a metadata-only "
+                             "fsmeta image written beside OUT as <OUT stem>.fsmeta.erofs, and write OUT, "
+                             "a VMDK whose extents are fsmeta then each layer. The layers must lie in "
+                             "OUT's folder or below it: extent paths are relative.")
+    c.add_argument("out", metavar="OUT.vmdk")
+    c.add_argument("layers", metavar="LAYER.erofs", nargs="+")
+    c.set_defaults(func=_compose)
+
+
+def _compose(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    fsmeta = out.with_name(f"{out.stem}.fsmeta.erofs")
+    result = compose_image([Path(p) for p in args.layers], fsmeta, out)
+    print(f"{out}: {result.entries} entries, {result.disk_size} bytes ({fsmeta.name} + {len(args.layers)} layers)")
+    return 0
 
 
 def _from_tar(args: argparse.Namespace) -> int:

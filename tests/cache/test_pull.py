@@ -40,8 +40,19 @@ def test_pull_fills_every_seed_field(registry: Registry, msb_home: Path, repo: s
     assert cfg.labels == {"org.example.kind": "test"} and cfg.entrypoint is None
     kinds = [e.kind for e in events]
     assert kinds[0] == "resolving" and kinds[-1] == "complete" and "layer_materialized" in kinds
+    assert "stitched" in kinds
     fsck(Cache().layer_path(layer.diff_id))
     assert asyncio.run(Image.get(ref)) == handle
+
+
+def test_pull_ends_with_a_bootable_disk(registry: Registry, msb_home: Path) -> None:
+    from microsandbox.disk import probe
+    from microsandbox.image_cache import rootfs_for
+    handle = pull(f"{registry.host}/test/two:1")
+    rootfs = rootfs_for(Cache(), handle.reference)
+    assert rootfs.manifest_digest == handle.manifest_digest and len(rootfs.layers) == 2
+    assert probe(rootfs.vmdk).fstype == "erofs" and rootfs.config.cmd == ["/bin/sh"]
+    assert rootfs.vmdk.parent == rootfs.fsmeta.parent.parent == rootfs.layers[0].parent.parent
 
 
 def test_two_layers_keep_their_whiteouts(registry: Registry, msb_home: Path, tmp_path: Path) -> None:
@@ -118,6 +129,7 @@ def test_list_remove_and_prune(registry: Registry, msb_home: Path) -> None:
     report = asyncio.run(Image.prune())
     # remove() already dropped the first manifest (no other reference used it)
     assert report.image_refs_removed == 2 and report.manifests_removed == 2
+    assert report.fsmeta_removed == report.vmdk_removed == 3
     assert report.layers_removed == len(before) == 2
     assert report.bytes_reclaimed >= sum(before.values())
     assert list(layers_dir.iterdir()) == [] and asyncio.run(Image.list()) == []

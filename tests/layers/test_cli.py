@@ -31,3 +31,14 @@ def test_refusal_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.count(b"\n") == 1 and b"invalid_layer" in done.stderr
     assert not (tmp_path / "x.erofs").exists()
+
+
+def test_compose_cli(rootfs: Path, tmp_path: Path) -> None:
+    layer = pack("gnutar-gzip", rootfs, tmp_path / "l.tgz")
+    assert _msb("erofs", "from-tar", str(layer), str(tmp_path / "layers" / "base.erofs")).returncode == 0
+    done = _msb("erofs", "compose", str(tmp_path / "disk.vmdk"), str(tmp_path / "layers" / "base.erofs"))
+    assert done.returncode == 0, done.stderr
+    probed = json.loads(_msb("disk", "probe", "--json", str(tmp_path / "disk.vmdk")).stdout)
+    assert probed["format"] == "vmdk" and probed["fstype"] == "erofs"
+    outside = _msb("erofs", "compose", str(tmp_path / "sub" / "d.vmdk"), str(tmp_path / "layers" / "base.erofs"))
+    assert outside.returncode == 1 and b"must lie inside" in outside.stderr
