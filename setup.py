@@ -18,14 +18,16 @@ def _have_header(name: str) -> bool:
 
 
 def _core_extensions() -> list[Extension]:
-    macros = [("CYTHON_TRACE", "0")]
-    if _have_header("isa-l.h") or _have_header("isa-l/igzip_lib.h"):
+    macros, libraries = [("CYTHON_TRACE", "0")], []
+    if _have_header("isa-l/igzip_lib.h"):
         macros.append(("MSB_HAVE_ISAL", "1"))
+        libraries.append("isal")
     exts = []
     for pyx in sorted(glob.glob("microsandbox/_core/*.pyx")):
         name = pyx[:-4].replace(os.sep, ".")
-        exts.append(Extension(name, [pyx], define_macros=macros, include_dirs=["csrc"],
-                              extra_compile_args=["-O2", "-fno-strict-aliasing"]))
+        exts.append(Extension(name, [pyx], define_macros=macros, include_dirs=["csrc"], libraries=libraries,
+                              extra_compile_args=["-O2", "-fno-strict-aliasing"],
+                              extra_link_args=["-Wl,--as-needed"]))
     # Bounds checks and negative indexing stay on: most of this code indexes Python objects built
     # from untrusted input, where an unchecked index would be a crash. C hot loops use pointers.
     return cythonize(exts, language_level=3)

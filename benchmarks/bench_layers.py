@@ -35,7 +35,9 @@ def _fresh(path: Path) -> Path:
 
 def test_msb_convert(benchmark, debian_layer: Path, tmp_path: Path) -> None:
     benchmark.group = "debian base layer -> EROFS"
-    result = benchmark.pedantic(convert_layer, (debian_layer, tmp_path / "msb.erofs"), rounds=5, iterations=1)
+    out = tmp_path / "msb.erofs"
+    result = benchmark.pedantic(convert_layer, (debian_layer, out), setup=lambda: out.unlink(missing_ok=True),
+                                rounds=5, iterations=1)
     benchmark.extra_info["MB/s of tar"] = round(result.uncompressed_size / 1e6 / benchmark.stats["median"], 1)
 
 

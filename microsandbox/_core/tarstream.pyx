@@ -1,4 +1,5 @@
 # distutils: libraries = z zstd
+# distutils: sources = csrc/layers/gunzip.c
 """Streaming layer conversion: compressed tar bytes in, one EROFS image out, in one pass.
 
 ``Decoder`` inflates gzip or zstd (or passes plain tar through), detected by magic bytes, and
@@ -10,7 +11,9 @@ host file system: paths are resolved inside an in-memory tree rooted at the laye
 import base64
 import hashlib
 import os
+import queue
 import stat
+import threading
 import urllib.parse
 
 from libc.stdint cimport uint64_t
@@ -24,20 +27,24 @@ from microsandbox._core.erofs_fs cimport EROFS_BLKSZ, EROFS_NAME_MAX, EROFS_NULL
 from microsandbox.errors import InvalidLayerError
 
 
-cdef extern from "zlib.h" nogil:
-    ctypedef struct z_stream:
-        const unsigned char *next_in
-        unsigned int avail_in
-        unsigned char *next_out
-        unsigned int avail_out
-        void *zalloc
-        void *zfree
-        void *opaque
-    int inflateInit2(z_stream *strm, int windowBits)
-    int inflate(z_stream *strm, int flush)
-    int inflateReset(z_stream *strm)
-    int inflateEnd(z_stream *strm)
-    int Z_OK, Z_STREAM_END, Z_NO_FLUSH, Z_BUF_ERROR
+cdef extern from "layers/gunzip.h" nogil:
+    ctypedef struct msb_gunzip:
+        pass
+    int MSB_GZ_OK, MSB_GZ_MEMBER_END, MSB_GZ_CORRUPT
+    msb_gunzip *msb_gunzip_new()
+    void msb_gunzip_free(msb_gunzip *g)
+    int msb_gunzip_reset(msb_gunzip *g)
+    int msb_gunzip_run(msb_gunzip *g, const unsigned char *inp, size_t *in_len, unsigned char *out,
+                       size_t *out_len)
+    const char *msb_gunzip_engine()
+
+
+GZIP_ENGINE = msb_gunzip_engine().decode()
+
+
+cdef extern from "fcntl.h" nogil:
+    int sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags)
+    unsigned int SYNC_FILE_RANGE_WRITE
 
 
 cdef extern from "zstd.h" nogil:
@@ -62,6 +69,7 @@ cdef extern from "zstd.h" nogil:
 DEF IN_SIZE = 1 << 20
 DEF OUT_SIZE = 1 << 18
 DEF BLOCK = 512
+DEF WRITEBACK_EVERY = 16 << 20
 
 # Bounds that keep a hostile layer from exhausting memory; each is far beyond real images.
 MAX_PATH = 32768
@@ -86,6 +94,32 @@ def _bad(str why, **context):
     return InvalidLayerError(f"invalid layer: {why}", **context)
 
 
+class _Hasher:
+    """sha256 on the second core: chunks are copied into a bounded queue and hashed by a worker
+    thread (hashlib drops the GIL), while this thread inflates and writes."""
+
+    def __init__(self):
+        self.queue = queue.Queue(maxsize=16)
+        self.thread = threading.Thread(target=self._run, name="msb-layer-hash", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            item[0].update(item[1])
+
+    def feed(self, hasher, data):
+        self.queue.put((hasher, data))
+
+    def close(self):
+        """Wait until every queued chunk is hashed."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+
 cdef class Decoder:
     """Decompressed tar bytes from ``src.readinto``, hashed on both sides of the inflater."""
     cdef object src
@@ -94,10 +128,12 @@ cdef class Decoder:
     cdef unsigned char *outbuf
     cdef size_t in_pos, in_end, out_pos, out_end
     cdef bint src_eof, member_done
-    cdef z_stream zs
+    cdef msb_gunzip *gz
     cdef ZSTD_DStream *zd
     cdef readonly object sha_compressed, sha_plain
+    cdef object hasher
     cdef readonly unsigned long long compressed_size, plain_size
+    cdef unsigned long long unflushed   # bytes written since writeback was last started
     cdef object in_view, out_view
 
     def __cinit__(self):
@@ -105,12 +141,12 @@ cdef class Decoder:
         self.outbuf = <unsigned char *>malloc(OUT_SIZE)
         if self.inbuf == NULL or self.outbuf == NULL:
             raise MemoryError()
-        memset(&self.zs, 0, sizeof(z_stream))
+        self.gz = NULL
         self.zd = NULL
 
     def __dealloc__(self):
-        if self.kind == GZIP:
-            inflateEnd(&self.zs)
+        if self.gz != NULL:
+            msb_gunzip_free(self.gz)
         if self.zd != NULL:
             ZSTD_freeDStream(self.zd)
         free(self.inbuf)
@@ -121,12 +157,14 @@ cdef class Decoder:
         self.in_view = memoryview(<unsigned char[:IN_SIZE]>self.inbuf)
         self.out_view = memoryview(<unsigned char[:OUT_SIZE]>self.outbuf)
         self.sha_plain = hashlib.sha256()
+        self.hasher = _Hasher()
         self._read_input()
         head = bytes(self.in_view[:min(self.in_end, 4)])
         if head[:2] == b"\x1f\x8b":
             self.kind = GZIP
-            if inflateInit2(&self.zs, 15 + 16) != Z_OK:
-                raise MemoryError("zlib inflateInit2 failed")
+            self.gz = msb_gunzip_new()
+            if self.gz == NULL:
+                raise MemoryError("cannot start gzip decoding")
         elif head == b"\x28\xb5\x2f\xfd" or (head[1:] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
             # a zstd frame, or a skippable frame (magic 0x184D2A5?) that precedes one
             self.kind = ZSTD
@@ -139,7 +177,7 @@ cdef class Decoder:
         # A plain tar is its own "compressed" stream: one hash serves both digests.
         self.sha_compressed = self.sha_plain if self.kind == PLAIN else hashlib.sha256()
         if self.kind != PLAIN:
-            self.sha_compressed.update(self.in_view[:self.in_end])
+            self.hasher.feed(self.sha_compressed, bytes(self.in_view[:self.in_end]))
 
     cdef int _read_input(self) except -1:
         """Refill the input buffer from the source; hashes what was read."""
@@ -154,13 +192,13 @@ cdef class Decoder:
             return 0
         self.compressed_size += n
         if self.sha_compressed is not None and self.sha_compressed is not self.sha_plain:
-            self.sha_compressed.update(self.in_view[:n])
+            self.hasher.feed(self.sha_compressed, bytes(self.in_view[:n]))
         return 0
 
     cdef size_t _produce(self) except? 0:
         """Decompress into the (empty) output buffer; 0 means the stream has ended."""
         cdef int rc
-        cdef size_t zr
+        cdef size_t zr, in_left, out_left
         cdef ZSTD_inBuffer zin
         cdef ZSTD_outBuffer zout
         self.out_pos = self.out_end = 0
@@ -180,22 +218,18 @@ cdef class Decoder:
                         raise _bad("truncated gzip stream: it ends before its last member does")
                     return 0
                 if self.member_done:
-                    if inflateReset(&self.zs) != Z_OK:
+                    if msb_gunzip_reset(self.gz) != 0:
                         raise _bad("cannot restart gzip decoding for the next member")
                     self.member_done = False
-                self.zs.next_in = self.inbuf + self.in_pos
-                self.zs.avail_in = <unsigned int>(self.in_end - self.in_pos)
-                self.zs.next_out = self.outbuf
-                self.zs.avail_out = OUT_SIZE
+                in_left, out_left = self.in_end - self.in_pos, OUT_SIZE
                 with nogil:
-                    rc = inflate(&self.zs, Z_NO_FLUSH)
-                self.in_pos = self.in_end - self.zs.avail_in
-                self.out_end = OUT_SIZE - self.zs.avail_out
-                if rc == Z_STREAM_END:
+                    rc = msb_gunzip_run(self.gz, self.inbuf + self.in_pos, &in_left, self.outbuf, &out_left)
+                self.in_pos = self.in_end - in_left
+                self.out_end = OUT_SIZE - out_left
+                if rc == MSB_GZ_MEMBER_END:
                     self.member_done = True
-                elif rc != Z_OK and not (rc == Z_BUF_ERROR and self.zs.avail_in == 0):
-                    raise _bad(f"corrupt gzip data near compressed byte {self.compressed_size - (self.in_end - self.in_pos)} "
-                               f"(zlib error {rc})")
+                elif rc == MSB_GZ_CORRUPT:
+                    raise _bad(f"corrupt gzip data near compressed byte {self.compressed_size - in_left}")
             else:
                 if self.src_eof:
                     if not self.member_done:
@@ -210,7 +244,7 @@ cdef class Decoder:
                 self.in_pos += zin.pos
                 self.out_end = zout.pos
                 self.member_done = zr == 0
-        self.sha_plain.update(self.out_view[:self.out_end])
+        self.hasher.feed(self.sha_plain, bytes(self.out_view[:self.out_end]))
         self.plain_size += self.out_end
         return self.out_end
 
@@ -269,6 +303,12 @@ cdef class Decoder:
                         done += w
                 if err:
                     raise OSError(err, os.strerror(err))
+                # Start writeback as we go so the fsync that publishes the image has little left.
+                self.unflushed += take
+                if self.unflushed >= WRITEBACK_EVERY:
+                    with nogil:
+                        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+                    self.unflushed = 0
             self.out_pos += take
             offset += take
             n -= take
@@ -278,6 +318,10 @@ cdef class Decoder:
         """Consume the rest of the stream (the tar's zero padding) so both hashes cover it all."""
         while self._avail():
             self.out_pos = self.out_end
+        self.hasher.close()
+
+    def close(self):
+        self.hasher.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -562,6 +606,13 @@ def convert(src, int out_fd):
     or hostile input; the caller owns ``out_fd`` and discards it on error.
     """
     cdef Decoder dec = Decoder(src)
+    try:
+        return _convert(dec, out_fd)
+    finally:
+        dec.close()
+
+
+cdef dict _convert(Decoder dec, int out_fd):
     cdef unsigned char raw[BLOCK]
     cdef unsigned char zero[BLOCK]
     memset(zero, 0, BLOCK)
