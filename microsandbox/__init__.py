@@ -20,6 +20,7 @@ from .errors import (
 )
 from .image import Image
 from .pull import PullEvent
+from .sandbox import ExecOutput, Sandbox, SandboxInfo
 from .image_types import (
     DiskImageFormat,
     ImageConfigDetail,
@@ -34,6 +35,7 @@ from .image_types import (
 __all__ = [
     "CacheCorruptError",
     "DiskImageFormat",
+    "ExecOutput",
     "ExecTimeoutError",
     "Image",
     "ImageConfigDetail",
@@ -52,7 +54,9 @@ __all__ = [
     "MicrosandboxError",
     "PullEvent",
     "PullPolicy",
+    "Sandbox",
     "SandboxAlreadyExistsError",
+    "SandboxInfo",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
     "StorageError",
