@@ -353,6 +353,18 @@ static void session(int conn) {
     send_frame(conn, MSB_FRAME_EXIT, result, sizeof result);
 }
 
+/* Ends a connection so that the host reads every frame sent: closing with unread input would make
+ * the kernel answer with a reset, which can destroy a final ERROR frame still in flight. */
+static void graceful_close(int conn) {
+    char sink[4096];
+    shutdown(conn, SHUT_WR);
+    for (int rounds = 0; rounds < 256; rounds++) {
+        struct pollfd p = {conn, POLLIN, 0};
+        if (poll(&p, 1, 1000) <= 0 || read(conn, sink, sizeof sink) <= 0) break;
+    }
+    close(conn);
+}
+
 /* ---- PID 1 ---------------------------------------------------------------------------------- */
 
 static void reap(int sig) {
@@ -394,6 +406,7 @@ int main(int argc, char **argv) {
             dfl.sa_handler = SIG_DFL;
             sigaction(SIGCHLD, &dfl, NULL);
             session(conn);
+            graceful_close(conn);
             _exit(0);
         }
         close(conn);

@@ -21,8 +21,10 @@ def build_root(root: Path) -> Path:
     for d in ("bin", "etc", "usr/bin", "var/empty", "tmp"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, root / "bin/busybox")
-    for applet in ("sh", "ls", "cat", "echo"):
-        os.symlink("busybox", root / "bin" / applet)
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", root / "bin" / applet)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
     (root / "etc/hostname").write_text("msb\n")
     os.link(root / "etc/hostname", root / "usr/bin/hostname-link")
