@@ -466,8 +466,8 @@ cdef object _fs_at(Source src, uint64_t base):
 
 cdef tuple _gpt_partition(Source src):
     hdr = src.read_clipped(SECTOR, SECTOR)
-    if hdr[:8] != b"EFI PART":
-        raise _bad(src.path, "protective MBR without a GPT header")
+    if len(hdr) < SECTOR or hdr[:8] != b"EFI PART":
+        raise _bad(src.path, "protective MBR without a complete GPT header")
     entries_lba, count, entry_len = struct.unpack_from("<QII", hdr, 72)
     if not 1 <= count <= GPT_MAX_ENTRIES or not GPT_MIN_ENTRY_LEN <= entry_len <= GPT_MAX_ENTRY_LEN \
             or entry_len % GPT_MIN_ENTRY_LEN:

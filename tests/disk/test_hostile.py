@@ -132,6 +132,15 @@ def test_gpt_with_absurd_entry_count(images: Path, ext4_raw: Path, tmp_path: Pat
         probe(bad)
 
 
+def test_gpt_header_cut_short(images: Path, ext4_raw: Path, tmp_path: Path) -> None:
+    disk = partitioned(images / "hostile-gpt-cut.raw", "gpt", ext4_raw)
+    for keep in (520, 600, 1000):
+        bad = tmp_path / f"cut{keep}.raw"
+        bad.write_bytes(disk.read_bytes()[:keep])
+        with pytest.raises(InvalidDiskImageError, match="complete GPT header"):
+            probe(bad)
+
+
 def test_partition_starting_past_the_end(images: Path, ext4_raw: Path, tmp_path: Path) -> None:
     disk = partitioned(images / "hostile-mbr.raw", "mbr", ext4_raw)
     bad = _patched(disk, tmp_path / "bad.raw", {446 + 16 + 8: struct.pack("<I", 0xFFFFFF00)})
