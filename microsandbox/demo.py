@@ -21,6 +21,7 @@ from .disk import probe
 from .errors import MicrosandboxError
 from .image import Image
 from .image_cache import rootfs_for
+from .sandbox import Sandbox
 
 Step = Callable[[Path], str]
 
@@ -116,6 +117,22 @@ def inspect_boot_disk(work: Path) -> str:
     return said
 
 
+def run_in_a_sandbox(work: Path) -> str:
+    """Sandbox.create from the pulled image and exec a command in it (namespace backend: this
+    kind of host has no hardware KVM for the microVM)."""
+    if os.geteuid() != 0:
+        return "skipped: the namespace backend needs root (loop mounts, overlayfs, runc)"
+
+    async def go() -> str:
+        async with await Sandbox.create("demo", image=_REFERENCE[0], isolation="namespace") as sb:
+            out = await sb.exec("sh", ["-c", "cat /etc/os-release; echo DEMO=$DEMO; exit 3"])
+        if out.exit_code != 3 or "DEMO=1" not in out.stdout_text:
+            raise RuntimeError(f"unexpected result {out}")
+        return f"exit {out.exit_code}, stdout: {out.stdout_text.strip()!r}"
+
+    return asyncio.run(go())
+
+
 def _run(*cmd: object) -> None:
     subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
 
@@ -124,7 +141,7 @@ _REGISTRY: list[subprocess.Popen] = []
 _REFERENCE: list[str] = []
 
 STEPS: list[Step] = [build_disk_image, probe_disk_image, build_oci_image, push_to_local_registry, pull_image,
-                     inspect_boot_disk]
+                     inspect_boot_disk, run_in_a_sandbox]
 
 
 def main() -> int:

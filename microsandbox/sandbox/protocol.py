@@ -55,17 +55,23 @@ def exec_request(argv: list[str], env: list[str], cwd: str, user: str) -> bytes:
 
 
 class _Reader:
+    """Frames from a stream socket; consumed bytes are dropped in bulk, not per frame."""
+
     def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, bytearray()
+        self.sock, self.buf, self.pos = sock, bytearray(), 0
 
     def frame(self) -> tuple[int, bytes] | None:
         while True:
-            if len(self.buf) >= 5:
-                length, kind = _HEAD.unpack_from(self.buf)
-                if len(self.buf) >= 4 + length:
-                    payload = bytes(self.buf[5:4 + length])
-                    del self.buf[:4 + length]
+            if len(self.buf) - self.pos >= 5:
+                length, kind = _HEAD.unpack_from(self.buf, self.pos)
+                end = self.pos + 4 + length
+                if len(self.buf) >= end:
+                    payload = bytes(memoryview(self.buf)[self.pos + 5:end])
+                    self.pos = end
                     return kind, payload
+            if self.pos:
+                del self.buf[:self.pos]
+                self.pos = 0
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 return None
