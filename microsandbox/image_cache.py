@@ -15,6 +15,7 @@ from .paths import sandboxes_dir
 from .pull import handle_from, ready
 from .rootfs import ImageRootfs
 from .reference import parse_reference
+from .transports import is_local, parse_local
 
 
 def sandboxes_using() -> dict[str, list[str]]:
@@ -30,7 +31,7 @@ def sandboxes_using() -> dict[str, list[str]]:
 
 
 def _entry(index: dict[str, Any], reference: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    key = str(parse_reference(reference))
+    key = str(parse_local(reference) if is_local(reference) else parse_reference(reference))
     entry = index["references"].get(key)
     record = index["manifests"].get(entry["manifest"]) if entry else None
     if record is None:

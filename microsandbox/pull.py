@@ -22,7 +22,8 @@ from .errors import ImageNotFoundError, ImagePullFailedError, InvalidLayerError,
 from .image_types import ImageHandle, PullPolicy
 from .layers import convert_layer
 from .reference import Reference, parse_reference
-from .registry import BlobReader, RegistryClient
+from .registry import RegistryClient
+from .transports import DockerArchiveSource, LocalReference, OciLayoutSource, is_local, open_local, parse_local
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -55,7 +56,7 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
                progress: Progress | None = None, cache: Cache | None = None) -> ImageHandle:
     """Make ``reference`` ready in the cache and return its handle (see ``Image.pull``)."""
     policy = PullPolicy(pull_policy)
-    ref = parse_reference(reference)
+    ref = parse_local(reference) if is_local(reference) else parse_reference(reference)
     cache = cache or Cache()
     emit = progress or (lambda event: None)
     if policy is not PullPolicy.ALWAYS:
@@ -67,7 +68,7 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
                                  reference=str(ref))
     cache.clean_tmp()
     emit(PullEvent("resolving", str(ref)))
-    client = RegistryClient(ref, auth=auth)
+    client = open_local(ref) if isinstance(ref, LocalReference) else RegistryClient(ref, auth=auth)
     manifest_digest, manifest_bytes, manifest = _resolve(client, ref, platform)
     config_digest = manifest["config"]["digest"]
     config_bytes = client.blob_bytes(config_digest, MAX_CONFIG)
@@ -130,7 +131,10 @@ def handle_from(key: str, entry: dict[str, Any], record: dict[str, Any]) -> Imag
                        created_at=entry.get("created_at"))
 
 
-def _resolve(client: RegistryClient, ref: Reference, platform: str | None) -> tuple[str, bytes, dict]:
+Source = RegistryClient | OciLayoutSource | DockerArchiveSource
+
+
+def _resolve(client: Source, ref: Reference | LocalReference, platform: str | None) -> tuple[str, bytes, dict]:
     """(digest, bytes, parsed) of the image manifest, choosing a platform from an index."""
     body, media = client.manifest(ref.manifest_ref)
     digest = _digest(body)
@@ -184,7 +188,7 @@ def _validate_manifest(doc: dict, ref: Reference) -> None:
                                    "image manifest", reference=str(ref))
 
 
-def _materialize_layers(cache: Cache, client: RegistryClient, ref: Reference, layers: list[dict],
+def _materialize_layers(cache: Cache, client: Source, ref: Reference | LocalReference, layers: list[dict],
                         emit: Progress) -> None:
     def one(i: int) -> None:
         layer = layers[i]
@@ -199,7 +203,7 @@ def _materialize_layers(cache: Cache, client: RegistryClient, ref: Reference, la
             emit(PullEvent("layer_download", str(ref), layer["blob_digest"], i, len(layers),
                            done[0], layer["size"]))
 
-        reader = BlobReader(client, layer["blob_digest"], layer["size"], downloaded)
+        reader = client.open_layer(layer["blob_digest"], layer["size"], downloaded)
         try:
             convert_layer(reader, dest, expected_digest=layer["blob_digest"], expected_diff_id=layer["diff_id"])
         except InvalidLayerError as exc:

@@ -93,6 +93,10 @@ class RegistryClient:
                                        f"at byte {offset} (no Range support)", digest=digest)
         return resp
 
+    def open_layer(self, digest: str, size: int, progress: Callable[[int], None] | None) -> BlobReader:
+        """A layer blob as a resuming ``readinto`` stream."""
+        return BlobReader(self, digest, size, progress)
+
     # -- transport --------------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, headers: dict[str, str], *, what: str) -> http.client.HTTPResponse:
