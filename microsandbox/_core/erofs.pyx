@@ -16,22 +16,14 @@ import stat
 import struct
 from collections import Counter, deque
 
-from libc.stdint cimport uint32_t
-
 from microsandbox._core.erofs_fs cimport *
 
-_COMPACT = struct.Struct("<HHHHIIIIHHI")
-_EXTENDED = struct.Struct("<HHHHQIIIIqII16x")
-_DIRENT = struct.Struct("<QHBx")
-_XATTR_ENTRY = struct.Struct("<BBH")
-_SUPER = struct.Struct("<IIIBBHQqIIII16s16sIHHH")
-_XATTR_PREFIXES = (
-    (b"user.", EROFS_XATTR_USER),
-    (b"trusted.", EROFS_XATTR_TRUSTED),
-    (b"security.", EROFS_XATTR_SECURITY),
-)
-_ACL_NAMES = {b"system.posix_acl_access": EROFS_XATTR_POSIX_ACL_ACCESS,
-              b"system.posix_acl_default": EROFS_XATTR_POSIX_ACL_DEFAULT}
+from microsandbox._core.erofs_structs import (COMPACT_INODE as _COMPACT, DIRENT as _DIRENT,
+                                              EXTENDED_INODE as _EXTENDED, SUPERBLOCK as _SUPER,
+                                              XATTR_ENTRY as _XATTR_ENTRY, XATTR_PREFIXES)
+
+_ACL_NAMES = {name: index for index, name in XATTR_PREFIXES.items() if name.startswith(b"system.")}
+_XATTR_PREFIXES = tuple((name, index) for index, name in XATTR_PREFIXES.items() if name not in _ACL_NAMES)
 _FILE_TYPES = {stat.S_IFREG: EROFS_FT_REG_FILE, stat.S_IFDIR: EROFS_FT_DIR, stat.S_IFCHR: EROFS_FT_CHRDEV,
                stat.S_IFBLK: EROFS_FT_BLKDEV, stat.S_IFIFO: EROFS_FT_FIFO, stat.S_IFSOCK: EROFS_FT_SOCK,
                stat.S_IFLNK: EROFS_FT_SYMLINK}

@@ -13,14 +13,9 @@ from microsandbox._core.erofs import Node
 from microsandbox._core.erofs_fs cimport *
 from microsandbox.errors import InvalidLayerError
 
-_SUPER = struct.Struct("<IIIBBHQqIIII")
-_COMPACT = struct.Struct("<HHHHIIIIHHI")
-_EXTENDED = struct.Struct("<HHHHQIIIIqII")
-_DIRENT = struct.Struct("<QHBx")
-_XATTR_ENTRY = struct.Struct("<BBH")
-_PREFIXES = {EROFS_XATTR_USER: b"user.", EROFS_XATTR_TRUSTED: b"trusted.", EROFS_XATTR_SECURITY: b"security.",
-             EROFS_XATTR_POSIX_ACL_ACCESS: b"system.posix_acl_access",
-             EROFS_XATTR_POSIX_ACL_DEFAULT: b"system.posix_acl_default"}
+from microsandbox._core.erofs_structs import (COMPACT_INODE as _COMPACT, DIRENT as _DIRENT,
+                                              EXTENDED_INODE as _EXTENDED, SUPERBLOCK as _SUPER,
+                                              XATTR_ENTRY as _XATTR_ENTRY, XATTR_PREFIXES as _PREFIXES)
 MAX_INODES = 8_000_000
 
 
@@ -58,10 +53,10 @@ def read_image(path):
     try:
         img = _Image(fd, path)
         sb = _SUPER.unpack(img.read(EROFS_SUPER_OFFSET, _SUPER.size))
-        magic, _, _, blkszbits, _, root_nid, _, build_time, build_nsec, _, meta_blkaddr, _ = sb
+        magic, _, _, blkszbits, _, root_nid, _, build_time, build_nsec, _, meta_blkaddr = sb[:11]
         if magic != EROFS_SUPER_MAGIC or blkszbits != EROFS_BLKSZ_BITS:
             raise _bad(path, "bad superblock magic or block size")
-        incompat = struct.unpack("<I", img.read(EROFS_SUPER_OFFSET + 0x50, 4))[0]
+        incompat = sb[14]
         if incompat & ~EROFS_INCOMPAT_CHUNKED_FILE:
             raise _bad(path, f"unsupported features 0x{incompat:x} (compressed or multi-device images)")
         img.meta_base = meta_blkaddr * EROFS_BLKSZ

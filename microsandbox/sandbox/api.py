@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from .. import image_cache
@@ -24,20 +24,9 @@ from ..pull import pull_image
 from ..rootfs import ImageRootfs
 from . import namespace, protocol, records
 from .protocol import ExecOutput
-from .records import SandboxRecord
+from .records import SandboxInfo, SandboxRecord
 
 ISOLATIONS = ("vm", "namespace")
-
-
-@dataclass(frozen=True)
-class SandboxInfo:
-    name: str
-    backend: str
-    reference: str | None
-    manifest_digest: str | None
-    state: str
-    pid: int | None
-    created_at: float
 
 
 class Sandbox:
@@ -82,7 +71,7 @@ class Sandbox:
             user=user if user is not None else cfg.get("user") or "", stdin=data, timeout=timeout)
 
     async def stop(self) -> None:
-        await asyncio.to_thread(_stop, self._record)
+        self._record = await asyncio.to_thread(_stop, self._record)
 
     async def info(self) -> SandboxInfo:
         return _info(records.load(self.name))
@@ -141,12 +130,12 @@ def _create(name: str, image: str | ImageSource, memory: int, cpus: float, env: 
                 "memory": memory, "cpus": cpus})
     record.save()   # the image is in use from here on, even while the sandbox starts
     try:
-        record.pid = namespace.start(folder, name, lowers=list(rootfs.layers), upper_size_mib=source._upper_size_mib,
-                                     memory_mib=memory, cpus=cpus, hostname=name)
+        pid = namespace.start(folder, name, lowers=list(rootfs.layers), upper_size_mib=source._upper_size_mib,
+                              memory_mib=memory, cpus=cpus, hostname=name)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    record.state = "running"
+    record = replace(record, state="running", pid=pid)
     record.save()
     return Sandbox(record)
 
@@ -179,10 +168,11 @@ def _rootfs(source: ImageSource, policy: PullPolicy) -> ImageRootfs:
     raise UnsupportedError("disk image sources are not supported by the namespace backend yet")
 
 
-def _stop(record: SandboxRecord) -> None:
+def _stop(record: SandboxRecord) -> SandboxRecord:
     namespace.stop(record.folder, record.name)
-    record.state, record.pid = "stopped", None
-    record.save()
+    stopped = replace(record, state="stopped", pid=None)
+    stopped.save()
+    return stopped
 
 
 def _remove(name: str) -> None:

@@ -19,8 +19,10 @@ from ..paths import sandboxes_dir
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-@dataclass
-class SandboxRecord:
+@dataclass(frozen=True)
+class SandboxInfo:
+    """What ``Sandbox.info``/``list`` report about one sandbox."""
+
     name: str
     backend: str
     reference: str | None
@@ -28,6 +30,12 @@ class SandboxRecord:
     state: str
     pid: int | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class SandboxRecord(SandboxInfo):
+    """The persisted form: the public fields plus the settings execs need (env, workdir, user)."""
+
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
