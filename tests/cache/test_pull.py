@@ -130,7 +130,9 @@ def test_list_remove_and_prune(registry: Registry, msb_home: Path) -> None:
     # remove() already dropped the first manifest (no other reference used it)
     assert report.image_refs_removed == 2 and report.manifests_removed == 2
     assert report.fsmeta_removed == report.vmdk_removed == 3
-    assert report.layers_removed == len(before) == 2
+    # busybox:1 and two:1 may or may not share their base layer (umoci's tar of the same tree);
+    # either way every layer file on disk must go
+    assert report.layers_removed == len(before) and len(before) in (2, 3)
     assert report.bytes_reclaimed >= sum(before.values())
     assert list(layers_dir.iterdir()) == [] and asyncio.run(Image.list()) == []
     assert list((Cache().root / "blobs" / "sha256").iterdir()) == []
