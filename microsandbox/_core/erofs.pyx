@@ -5,7 +5,8 @@ File data never passes through here: a producer (the tar stream, or the fsmeta c
 then lays out directory blocks and the metadata area after the data, writes inodes, xattrs and
 inline tails, and writes the superblock (with its CRC32C) last.
 
-Layout choices (shared/spec/erofs.md): block 0 holds only the superblock; regular files are
+Layout choices (shared/spec/erofs.md): xattr headers carry the name filter (compat 0x4; kernels
+before 6.6 ignore it); block 0 holds only the superblock; regular files are
 FLAT_PLAIN (no inline tails, so another image can point at whole blocks) or CHUNK_BASED with a
 4-byte block map (sparse files, and fsmeta files whose blocks live in other images); directories
 and symlinks are inline where they fit; compact inodes wherever the fields allow, with the most
@@ -15,6 +16,8 @@ import os
 import stat
 import struct
 from collections import Counter, deque
+
+from libc.stdint cimport uint32_t
 
 from microsandbox._core.erofs_fs cimport *
 
@@ -92,6 +95,53 @@ cpdef unsigned int crc32c(const unsigned char[:] data, unsigned int crc=0xFFFFFF
     for i in range(data.shape[0]):
         crc = _CRC_TABLE[(crc ^ data[i]) & 0xFF] ^ (crc >> 8)
     return crc
+
+
+cdef inline uint32_t _rotl(uint32_t x, int r) noexcept:
+    return (x << r) | (x >> (32 - r))
+
+
+cpdef uint32_t xxh32(const unsigned char[:] data, uint32_t seed) noexcept:
+    """XXH32, as the kernel's xattr name filter hashes names (spec 6.6)."""
+    cdef uint32_t P1 = 0x9E3779B1, P2 = 0x85EBCA77, P3 = 0xC2B2AE3D, P4 = 0x27D4EB2F, P5 = 0x165667B1
+    cdef Py_ssize_t n = data.shape[0], i = 0
+    cdef uint32_t v1, v2, v3, v4, h, word
+    if n >= 16:
+        v1, v2, v3, v4 = seed + P1 + P2, seed + P2, seed, seed - P1
+        while i + 16 <= n:
+            word = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (<uint32_t>data[i + 3] << 24)
+            v1 = _rotl(v1 + word * P2, 13) * P1
+            word = data[i + 4] | (data[i + 5] << 8) | (data[i + 6] << 16) | (<uint32_t>data[i + 7] << 24)
+            v2 = _rotl(v2 + word * P2, 13) * P1
+            word = data[i + 8] | (data[i + 9] << 8) | (data[i + 10] << 16) | (<uint32_t>data[i + 11] << 24)
+            v3 = _rotl(v3 + word * P2, 13) * P1
+            word = data[i + 12] | (data[i + 13] << 8) | (data[i + 14] << 16) | (<uint32_t>data[i + 15] << 24)
+            v4 = _rotl(v4 + word * P2, 13) * P1
+            i += 16
+        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+    else:
+        h = seed + P5
+    h += <uint32_t>n
+    while i + 4 <= n:
+        word = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (<uint32_t>data[i + 3] << 24)
+        h = _rotl(h + word * P3, 17) * P4
+        i += 4
+    while i < n:
+        h = _rotl(h + data[i] * P5, 11) * P1
+        i += 1
+    h ^= h >> 15
+    h *= P2
+    h ^= h >> 13
+    h *= P3
+    h ^= h >> 16
+    return h
+
+
+def xattr_filter_bit(bytes name):
+    """The name filter bit of one xattr name (spec 6.6): xxh32 of the suffix after its short
+    prefix, seeded with 0x25BBE08F + the prefix index."""
+    index, suffix = _xattr_key(name)
+    return xxh32(suffix, EROFS_XATTR_FILTER_SEED + index) & 31
 
 
 cdef inline object _round_up(object n, object unit):
@@ -220,7 +270,8 @@ cdef class ErofsWriter:
     cdef _write_super(self, list order, tuple build_time, meta_blkaddr, total_blocks, incompat):
         block0 = bytearray(EROFS_BLKSZ)
         _SUPER.pack_into(block0, EROFS_SUPER_OFFSET, EROFS_SUPER_MAGIC, 0,
-                         EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME, EROFS_BLKSZ_BITS, 0,
+                         EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME | EROFS_COMPAT_XATTR_FILTER,
+                         EROFS_BLKSZ_BITS, 0,
                          self.root.nid, len(order), build_time[0], build_time[1], total_blocks,
                          meta_blkaddr, 0, bytes(16), bytes(16), incompat, 0, 0, 0)
         crc = crc32c(memoryview(block0)[EROFS_SUPER_OFFSET:])
@@ -244,9 +295,13 @@ cdef list _pack_dir(Node node):
 
 
 cdef bytes _xattr_ibody(dict xattrs):
+    """Header (with the name filter: a set bit means no xattr hashes there) and inline entries."""
     if not xattrs:
         return b""
-    parts = [bytes(EROFS_XATTR_HEADER)]
+    cdef uint32_t present = 0
+    for name in xattrs:
+        present |= 1u << xattr_filter_bit(name)
+    parts = [struct.pack("<I", ~present & 0xFFFFFFFF) + bytes(EROFS_XATTR_HEADER - 4)]
     for (index, suffix), value in sorted((_xattr_key(k), v) for k, v in xattrs.items()):
         entry = _XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
         parts.append(entry + bytes(-len(entry) % 4))

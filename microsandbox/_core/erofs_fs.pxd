@@ -5,9 +5,11 @@ cdef extern from *:
     """
     #define MSB_EROFS_SUPER_MAGIC 0xE0F5E1E2U
     #define MSB_EROFS_NULL_ADDR 0xFFFFFFFFU
+    #define MSB_EROFS_XATTR_FILTER_SEED 0x25BBE08FU
     """
     const unsigned int EROFS_SUPER_MAGIC "MSB_EROFS_SUPER_MAGIC"
     const unsigned int EROFS_NULL_ADDR "MSB_EROFS_NULL_ADDR"
+    const unsigned int EROFS_XATTR_FILTER_SEED "MSB_EROFS_XATTR_FILTER_SEED"
 
 cdef enum:
     EROFS_BLKSZ_BITS = 12
@@ -24,6 +26,7 @@ cdef enum:
     # feature bits
     EROFS_COMPAT_SB_CHKSUM = 0x1
     EROFS_COMPAT_MTIME = 0x2
+    EROFS_COMPAT_XATTR_FILTER = 0x4
     EROFS_INCOMPAT_CHUNKED_FILE = 0x4
 
     # i_format datalayouts

@@ -67,7 +67,7 @@ cdef extern from "zstd.h" nogil:
 
 
 DEF IN_SIZE = 1 << 20
-DEF OUT_SIZE = 1 << 20
+DEF OUT_SIZE = 1 << 18
 DEF BLOCK = 512
 DEF WRITEBACK_EVERY = 16 << 20
 
