@@ -68,6 +68,8 @@ cdef extern from "zstd.h" nogil:
 
 DEF IN_SIZE = 1 << 20
 DEF OUT_SIZE = 1 << 18
+DEF IN_SLOTS = 3      # ring buffers: one being filled, the rest waiting for (or in) the hasher
+DEF OUT_SLOTS = 6
 DEF BLOCK = 512
 DEF WRITEBACK_EVERY = 16 << 20
 
@@ -95,11 +97,12 @@ def _bad(str why, **context):
 
 
 class _Hasher:
-    """sha256 on the second core: chunks are copied into a bounded queue and hashed by a worker
-    thread (hashlib drops the GIL), while this thread inflates and writes."""
+    """sha256 on the second core. The decoder hands over views of its ring buffers (no copies);
+    the worker hashes them in order (hashlib drops the GIL) and then returns each buffer to the
+    decoder by releasing that ring's semaphore."""
 
     def __init__(self):
-        self.queue = queue.Queue(maxsize=16)
+        self.queue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="msb-layer-hash", daemon=True)
         self.thread.start()
 
@@ -109,9 +112,10 @@ class _Hasher:
             if item is None:
                 return
             item[0].update(item[1])
+            item[2].release()
 
-    def feed(self, hasher, data):
-        self.queue.put((hasher, data))
+    def feed(self, hasher, view, free_slots):
+        self.queue.put((hasher, view, free_slots))
 
     def close(self):
         """Wait until every queued chunk is hashed."""
@@ -124,8 +128,13 @@ cdef class Decoder:
     """Decompressed tar bytes from ``src.readinto``, hashed on both sides of the inflater."""
     cdef object src
     cdef readonly int kind
-    cdef unsigned char *inbuf
+    cdef unsigned char *inbuf          # the current slot of each ring
     cdef unsigned char *outbuf
+    cdef unsigned char *inbase
+    cdef unsigned char *outbase
+    cdef int in_slot, out_slot
+    cdef list in_views, out_views
+    cdef object in_free, out_free      # semaphores: slots whose bytes have been hashed
     cdef size_t in_pos, in_end, out_pos, out_end
     cdef bint src_eof, member_done
     cdef msb_gunzip *gz
@@ -137,10 +146,12 @@ cdef class Decoder:
     cdef object in_view, out_view
 
     def __cinit__(self):
-        self.inbuf = <unsigned char *>malloc(IN_SIZE)
-        self.outbuf = <unsigned char *>malloc(OUT_SIZE)
-        if self.inbuf == NULL or self.outbuf == NULL:
+        self.inbase = <unsigned char *>malloc(IN_SIZE * IN_SLOTS)
+        self.outbase = <unsigned char *>malloc(OUT_SIZE * OUT_SLOTS)
+        if self.inbase == NULL or self.outbase == NULL:
             raise MemoryError()
+        self.inbuf, self.outbuf = self.inbase, self.outbase
+        self.in_slot = self.out_slot = -1
         self.gz = NULL
         self.zd = NULL
 
@@ -149,13 +160,16 @@ cdef class Decoder:
             msb_gunzip_free(self.gz)
         if self.zd != NULL:
             ZSTD_freeDStream(self.zd)
-        free(self.inbuf)
-        free(self.outbuf)
+        free(self.inbase)
+        free(self.outbase)
 
     def __init__(self, src):
         self.src = src
-        self.in_view = memoryview(<unsigned char[:IN_SIZE]>self.inbuf)
-        self.out_view = memoryview(<unsigned char[:OUT_SIZE]>self.outbuf)
+        whole_in = memoryview(<unsigned char[:IN_SIZE * IN_SLOTS]>self.inbase)
+        whole_out = memoryview(<unsigned char[:OUT_SIZE * OUT_SLOTS]>self.outbase)
+        self.in_views = [whole_in[i * IN_SIZE:(i + 1) * IN_SIZE] for i in range(IN_SLOTS)]
+        self.out_views = [whole_out[i * OUT_SIZE:(i + 1) * OUT_SIZE] for i in range(OUT_SLOTS)]
+        self.in_free, self.out_free = threading.Semaphore(IN_SLOTS), threading.Semaphore(OUT_SLOTS)
         self.sha_plain = hashlib.sha256()
         self.hasher = _Hasher()
         self._read_input()
@@ -176,32 +190,63 @@ cdef class Decoder:
             self.kind = PLAIN
         # A plain tar is its own "compressed" stream: one hash serves both digests.
         self.sha_compressed = self.sha_plain if self.kind == PLAIN else hashlib.sha256()
-        if self.kind != PLAIN:
-            self.hasher.feed(self.sha_compressed, bytes(self.in_view[:self.in_end]))
+        if self.in_end:
+            self._hand_over_input()
 
     cdef int _read_input(self) except -1:
         """Refill the input buffer from the source; hashes what was read."""
         if self.in_pos < self.in_end or self.src_eof:
             return 0
+        self.in_free.acquire()
+        self.in_slot = (self.in_slot + 1) % IN_SLOTS
+        self.inbuf = self.inbase + self.in_slot * IN_SIZE
+        self.in_view = self.in_views[self.in_slot]
         n = self.src.readinto(self.in_view)
         if n is None:
+            self.in_free.release()
             raise _bad("the layer source returned no data (non-blocking source?)")
         self.in_pos, self.in_end = 0, n
         if n == 0:
+            self.in_free.release()
             self.src_eof = True
             return 0
         self.compressed_size += n
-        if self.sha_compressed is not None and self.sha_compressed is not self.sha_plain:
-            self.hasher.feed(self.sha_compressed, bytes(self.in_view[:n]))
+        if self.sha_compressed is not None:   # None only for the first read, before the kind is known
+            self._hand_over_input()
         return 0
 
+    cdef _hand_over_input(self):
+        """Hash the new input slot (a plain tar is hashed on the output side instead)."""
+        if self.kind == PLAIN:
+            self.in_free.release()
+        else:
+            self.hasher.feed(self.sha_compressed, self.in_view[:self.in_end], self.in_free)
+
     cdef size_t _produce(self) except? 0:
-        """Decompress into the (empty) output buffer; 0 means the stream has ended."""
+        """Fill the next output slot and hand it to the hasher; 0 means the stream has ended."""
+        self.out_pos = self.out_end = 0
+        self.out_free.acquire()
+        self.out_slot = (self.out_slot + 1) % OUT_SLOTS
+        self.outbuf = self.outbase + self.out_slot * OUT_SIZE
+        self.out_view = self.out_views[self.out_slot]
+        try:
+            self._fill_output()
+        except BaseException:
+            self.out_free.release()
+            raise
+        if self.out_end == 0:
+            self.out_free.release()
+            return 0
+        self.hasher.feed(self.sha_plain, self.out_view[:self.out_end], self.out_free)
+        self.plain_size += self.out_end
+        return self.out_end
+
+    cdef int _fill_output(self) except -1:
+        """Inflate (or copy) into the current output slot until it holds bytes or the stream ends."""
         cdef int rc
         cdef size_t zr, in_left, out_left
         cdef ZSTD_inBuffer zin
         cdef ZSTD_outBuffer zout
-        self.out_pos = self.out_end = 0
         while self.out_end == 0:
             self._read_input()
             if self.kind == PLAIN:
@@ -244,9 +289,7 @@ cdef class Decoder:
                 self.in_pos += zin.pos
                 self.out_end = zout.pos
                 self.member_done = zr == 0
-        self.hasher.feed(self.sha_plain, bytes(self.out_view[:self.out_end]))
-        self.plain_size += self.out_end
-        return self.out_end
+        return 0
 
     cdef size_t _avail(self) except? 0:
         if self.out_pos == self.out_end:
