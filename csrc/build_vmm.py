@@ -22,7 +22,7 @@ ffibuilder.set_source(
     '#include "vmm/api.h"\n',
     sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(VMM, "*.c"))),
     include_dirs=[HERE],
-    extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration", "-pthread"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"],
     extra_link_args=["-pthread"],
 )
 

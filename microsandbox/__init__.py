@@ -17,6 +17,7 @@ from .errors import (
     SandboxNotRunningError,
     StorageError,
     UnsupportedError,
+    VmError,
 )
 from .image import Image
 from .pull import PullEvent
@@ -61,4 +62,5 @@ __all__ = [
     "SandboxNotRunningError",
     "StorageError",
     "UnsupportedError",
+    "VmError",
 ]

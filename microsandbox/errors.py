@@ -109,3 +109,9 @@ class StorageError(MicrosandboxError):
     """The host could not store an artifact (disk full, read-only, permissions)."""
 
     code = "storage_error"
+
+
+class VmError(MicrosandboxError):
+    """The virtual machine monitor could not set up or run a guest."""
+
+    code = "vm_error"

@@ -2,9 +2,30 @@
 #ifndef MSB_VMM_API_H
 #define MSB_VMM_API_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/kvm.h"
+#include "vmm/memory.h"
+#include "vmm/uart.h"
+
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 1
+#define MSB_VMM_ABI_VERSION 2
+
+/* msb_vm_run results (negative: an error, described in err) */
+#define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */
+#define MSB_VM_HALTED 1    /* HLT without an in-kernel irqchip */
 
 int msb_vmm_abi_version(void);
+
+/* The bounds-checked guest accessor as a function, for tests (devices use msb_gpa inline). */
+uint8_t *msb_gpa_check(const struct msb_guest_mem *mem, uint64_t gpa, uint64_t len);
+
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen);
+void msb_vm_destroy(struct msb_vm *vm);
+int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
+int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
+int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
+size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);
 
 #endif

@@ -1,2 +1,22 @@
 /* The monitor's C API as cffi sees it: keep in step with api.h. */
+#define MSB_VMM_ABI_VERSION ...
+#define MSB_VM_STOPPED ...
+#define MSB_VM_HALTED ...
+
 int msb_vmm_abi_version(void);
+
+struct msb_guest_mem { uint8_t *host; uint64_t size; };
+uint8_t *msb_gpa_check(const struct msb_guest_mem *mem, uint64_t gpa, uint64_t len);
+
+struct msb_uart { uint8_t *out; size_t out_len; size_t out_cap; ...; };
+void msb_uart_init(struct msb_uart *u, uint8_t *buf, size_t cap);
+void msb_uart_write(struct msb_uart *u, unsigned offset, uint8_t value);
+uint8_t msb_uart_read(struct msb_uart *u, unsigned offset);
+
+struct msb_vm { uint64_t io_exits; uint64_t stop_value; ...; };
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen);
+void msb_vm_destroy(struct msb_vm *vm);
+int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
+int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
+int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
+size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);

@@ -1,0 +1,165 @@
+/* VM and vCPU setup (spec vmm.md 1.1-1.4) and the run loop. Device exits are handled here in C;
+ * Python only configures, starts and reads the results. */
+#include "vmm/kvm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/api.h"
+#include "vmm/layout.h"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void msb_vm_destroy(struct msb_vm *vm) {
+    if (!vm) return;
+    if (vm->run && vm->run != MAP_FAILED) munmap(vm->run, vm->run_size);
+    if (vm->mem.host && vm->mem.host != MAP_FAILED) munmap(vm->mem.host, vm->mem.size);
+    if (vm->vcpu >= 0) close(vm->vcpu);
+    if (vm->vm >= 0) close(vm->vm);
+    if (vm->kvm >= 0) close(vm->kvm);
+    free(vm);
+}
+
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen) {
+    struct msb_vm *vm = calloc(1, sizeof *vm);
+    if (!vm) return fail(err, errlen, "out of memory"), NULL;
+    vm->kvm = vm->vm = vm->vcpu = -1;
+    msb_uart_init(&vm->uart, vm->console, sizeof vm->console);
+    if (ram_bytes == 0 || ram_bytes > MSB_MAX_RAM || ram_bytes % 4096) {
+        fail(err, errlen, "guest RAM must be a positive multiple of 4 KiB up to 64 GiB");
+        goto out;
+    }
+    if ((vm->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
+        fail(err, errlen, "cannot open /dev/kvm: %s", strerror(errno));
+        goto out;
+    }
+    if (ioctl(vm->kvm, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+        fail(err, errlen, "unexpected KVM API version");
+        goto out;
+    }
+    if ((vm->vm = ioctl(vm->kvm, KVM_CREATE_VM, 0)) < 0 ||
+        ioctl(vm->vm, KVM_SET_TSS_ADDR, MSB_TSS_ADDR) < 0) {
+        fail(err, errlen, "cannot create the VM: %s", strerror(errno));
+        goto out;
+    }
+    vm->mem.size = ram_bytes;
+    vm->mem.host = mmap(NULL, ram_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (vm->mem.host == MAP_FAILED) {
+        vm->mem.host = NULL;
+        fail(err, errlen, "cannot map %llu bytes of guest RAM", (unsigned long long)ram_bytes);
+        goto out;
+    }
+    madvise(vm->mem.host, ram_bytes, MADV_HUGEPAGE);
+    struct kvm_userspace_memory_region region = {
+        .slot = 0, .guest_phys_addr = 0, .memory_size = ram_bytes, .userspace_addr = (uintptr_t)vm->mem.host};
+    if (ioctl(vm->vm, KVM_SET_USER_MEMORY_REGION, &region) < 0 ||
+        (vm->vcpu = ioctl(vm->vm, KVM_CREATE_VCPU, 0)) < 0) {
+        fail(err, errlen, "cannot set up guest memory or the vCPU: %s", strerror(errno));
+        goto out;
+    }
+    int size = ioctl(vm->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (size < (int)sizeof(struct kvm_run)) {
+        fail(err, errlen, "bad kvm_run size");
+        goto out;
+    }
+    vm->run_size = (size_t)size;
+    vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu, 0);
+    if (vm->run == MAP_FAILED) {
+        vm->run = NULL;
+        fail(err, errlen, "cannot map kvm_run: %s", strerror(errno));
+        goto out;
+    }
+    return vm;
+out:
+    msb_vm_destroy(vm);
+    return NULL;
+}
+
+int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len) {
+    uint8_t *dst = msb_gpa(&vm->mem, gpa, len);
+    if (!dst) return -1;
+    memcpy(dst, data, len);
+    return 0;
+}
+
+int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip) {
+    struct kvm_sregs sregs;
+    struct kvm_regs regs;
+    if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs) < 0) return -1;
+    sregs.cs.selector = cs;
+    sregs.cs.base = (uint64_t)cs << 4;
+    memset(&regs, 0, sizeof regs);
+    regs.rip = ip;
+    regs.rflags = 0x2;
+    if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs) < 0 || ioctl(vm->vcpu, KVM_SET_REGS, &regs) < 0) return -1;
+    return 0;
+}
+
+static void port_io(struct msb_vm *vm) {
+    struct kvm_run *r = vm->run;
+    uint8_t *data = (uint8_t *)r + r->io.data_offset;
+    uint32_t bytes = (uint32_t)r->io.size * r->io.count;
+    if (r->io.data_offset + bytes > vm->run_size) return; /* never trust offsets blindly */
+    uint16_t port = r->io.port;
+    for (uint32_t i = 0; i < bytes; i++) {
+        if (port >= MSB_UART_BASE && port < MSB_UART_BASE + MSB_UART_PORTS) {
+            if (r->io.direction == KVM_EXIT_IO_OUT) msb_uart_write(&vm->uart, port - MSB_UART_BASE, data[i]);
+            else data[i] = msb_uart_read(&vm->uart, port - MSB_UART_BASE);
+        } else if (r->io.direction == KVM_EXIT_IO_IN) {
+            data[i] = 0xFF; /* nothing there */
+        }
+    }
+}
+
+int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen) {
+    for (uint64_t n = 0; n < max_exits; n++) {
+        if (ioctl(vm->vcpu, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return fail(err, errlen, "KVM_RUN failed: %s", strerror(errno));
+        }
+        struct kvm_run *r = vm->run;
+        switch (r->exit_reason) {
+        case KVM_EXIT_IO:
+            vm->io_exits++;
+            if (r->io.port == MSB_STOP_PORT && r->io.direction == KVM_EXIT_IO_OUT) {
+                vm->stop_value = ((uint8_t *)r + r->io.data_offset)[0];
+                return MSB_VM_STOPPED;
+            }
+            port_io(vm);
+            break;
+        case KVM_EXIT_HLT:
+            return MSB_VM_HALTED;
+        case KVM_EXIT_MMIO:
+            return fail(err, errlen, "guest touched unmapped MMIO at 0x%llx", (unsigned long long)r->mmio.phys_addr);
+        case KVM_EXIT_SHUTDOWN:
+            return fail(err, errlen, "the guest triple-faulted (shutdown exit)");
+        case KVM_EXIT_INTERNAL_ERROR:
+            return fail(err, errlen, "KVM internal error, suberror %u", r->internal.suberror);
+        case KVM_EXIT_FAIL_ENTRY:
+            return fail(err, errlen, "VM entry failed, reason 0x%llx",
+                        (unsigned long long)r->fail_entry.hardware_entry_failure_reason);
+        default:
+            return fail(err, errlen, "unhandled exit reason %u", r->exit_reason);
+        }
+    }
+    return fail(err, errlen, "the guest did not stop within %llu exits", (unsigned long long)max_exits);
+}
+
+size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes) {
+    *bytes = vm->console;
+    return vm->uart.out_len;
+}

@@ -1,0 +1,74 @@
+"""The KVM monitor's Python face: configure a VM, start it, read what it did.
+
+The run loop and the devices are C (``csrc/vmm``, bound with cffi in API mode); Python never sees
+a guest exit. So far the monitor runs small hand-written guests (real-mode code with a 16550
+console), which is how the device models and the KVM plumbing are tested on any host with
+``/dev/kvm`` (kvm-pvm included); booting the guest kernel is issue #4's next step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._vmm import ffi, lib
+from .errors import InvalidConfigError, VmError
+from .kvm_host import kvm_status
+
+ABI_VERSION = 2
+_ERR = 512
+
+
+@dataclass(frozen=True)
+class RunResult:
+    stopped: bool
+    """True when the guest asked to stop (wrote the stop port); False when it halted."""
+    stop_value: int
+    console: bytes
+    io_exits: int
+
+
+class Vm:
+    """One VM with ``ram_bytes`` of guest RAM and one vCPU; use as a context manager."""
+
+    def __init__(self, ram_bytes: int) -> None:
+        if lib.msb_vmm_abi_version() != ABI_VERSION:
+            raise VmError("the compiled monitor does not match this package: rebuild it (make build)")
+        kvm_status()   # KvmUnavailableError with the reason when /dev/kvm cannot be used
+        err = ffi.new("char[]", _ERR)
+        vm = lib.msb_vm_create(ram_bytes, err, _ERR)
+        if vm == ffi.NULL:
+            raise VmError(f"cannot create the VM: {ffi.string(err).decode()}")
+        self._vm = ffi.gc(vm, lib.msb_vm_destroy)
+        self.ram_bytes = ram_bytes
+
+    def load(self, gpa: int, data: bytes) -> None:
+        """Copy ``data`` into guest RAM at ``gpa``; refuses anything outside guest RAM."""
+        if gpa < 0 or lib.msb_vm_load(self._vm, gpa, data, len(data)) != 0:
+            raise InvalidConfigError(f"{len(data)} bytes at guest address 0x{gpa:x} do not fit in "
+                                     f"{self.ram_bytes} bytes of guest RAM")
+
+    def enter_real_mode(self, cs: int, ip: int) -> None:
+        if lib.msb_vm_enter_real_mode(self._vm, cs, ip) != 0:
+            raise VmError("cannot set the vCPU's registers")
+
+    def run(self, max_exits: int = 100_000) -> RunResult:
+        """Run until the guest stops or halts; ``VmError`` for a fault or too many exits."""
+        err = ffi.new("char[]", _ERR)
+        rc = lib.msb_vm_run(self._vm, max_exits, err, _ERR)
+        if rc < 0:
+            raise VmError(ffi.string(err).decode())
+        out = ffi.new("const uint8_t **")
+        n = lib.msb_vm_console(self._vm, out)
+        return RunResult(stopped=rc == lib.MSB_VM_STOPPED, stop_value=self._vm.stop_value,
+                         console=bytes(ffi.buffer(out[0], n)), io_exits=self._vm.io_exits)
+
+    def close(self) -> None:
+        """Destroy the VM now (its fds and memory), instead of when it is garbage-collected."""
+        if self._vm is not None:
+            ffi.release(self._vm)
+            self._vm = None
+
+    def __enter__(self) -> Vm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

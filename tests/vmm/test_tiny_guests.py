@@ -1,0 +1,82 @@
+"""Hand-written real-mode guests run through real KVM_RUN (kvm-pvm emulates ring 0 slowly, so
+they stay a few dozen instructions)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from microsandbox import InvalidConfigError, VmError
+from microsandbox.vmm import Vm
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                                reason="needs a usable /dev/kvm")
+
+
+def out_str(port: int, data: bytes) -> bytes:
+    code = bytes([0xBA, port & 0xFF, port >> 8])             # mov dx, port
+    for ch in data:
+        code += bytes([0xB0, ch, 0xEE])                       # mov al, ch; out dx, al
+    return code
+
+
+def stop(value: int) -> bytes:
+    return bytes([0xBA, 0x01, 0x05, 0xB0, value, 0xEE, 0xF4])  # out 0x501, value; hlt
+
+
+def test_guest_prints_on_the_console_and_stops() -> None:
+    with Vm(1 << 20) as vm:
+        vm.load(0x1000, out_str(0x3F8, b"hello from the guest\n") + stop(42))
+        vm.enter_real_mode(0, 0x1000)
+        result = vm.run()
+    assert result.stopped and result.stop_value == 42
+    assert result.console == b"hello from the guest\n"
+    assert result.io_exits == len(b"hello from the guest\n") + 1
+
+
+def test_guest_probes_the_uart_like_the_8250_driver() -> None:
+    # write the scratch register, read it back, and print what came back
+    code = bytes([0xBA, 0xFF, 0x03, 0xB0, 0x5A, 0xEE,        # out 0x3FF (SCR), 0x5A
+                  0xEC,                                      # in al, dx
+                  0xBA, 0xF8, 0x03, 0xEE])                   # out 0x3F8, al
+    with Vm(1 << 20) as vm:
+        vm.load(0x7C00, code + stop(0))
+        vm.enter_real_mode(0, 0x7C00)
+        assert vm.run().console == b"\x5a"
+
+
+def test_halt_without_irqchip_returns() -> None:
+    with Vm(1 << 20) as vm:
+        vm.load(0x1000, b"\xF4")
+        vm.enter_real_mode(0, 0x1000)
+        result = vm.run()
+    assert not result.stopped and result.console == b""
+
+
+def test_mmio_outside_ram_is_reported() -> None:
+    # mov ax, 0xF000; mov ds, ax; mov byte [0], 1  -> guest physical 0xF0000, beyond 64 KiB of RAM
+    code = bytes([0xB8, 0x00, 0xF0, 0x8E, 0xD8, 0xC6, 0x06, 0x00, 0x00, 0x01]) + stop(0)
+    with Vm(64 << 10) as vm:
+        vm.load(0x1000, code)
+        vm.enter_real_mode(0, 0x1000)
+        with pytest.raises(VmError, match="unmapped MMIO at 0xf0000"):
+            vm.run()
+
+
+def test_exit_budget_ends_a_chatty_guest() -> None:
+    loop = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x2E, 0xEE, 0xEB, 0xFD])   # out '.' forever
+    with Vm(1 << 20) as vm:
+        vm.load(0x1000, loop)
+        vm.enter_real_mode(0, 0x1000)
+        with pytest.raises(VmError, match="did not stop within 50 exits"):
+            vm.run(max_exits=50)
+
+
+def test_loads_outside_ram_are_refused() -> None:
+    with Vm(1 << 20) as vm:
+        with pytest.raises(InvalidConfigError, match="do not fit"):
+            vm.load((1 << 20) - 2, b"abcd")
+        with pytest.raises(InvalidConfigError):
+            vm.load(2**64 - 1, b"a")
+    with pytest.raises(VmError, match="multiple of 4 KiB"):
+        Vm(12345)
