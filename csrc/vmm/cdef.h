@@ -20,3 +20,14 @@ int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
 size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);
+
+#define MSB_VQ_MAX_CHAIN ...
+struct msb_vq { uint16_t size; uint64_t desc; uint64_t avail; uint64_t used; uint16_t last_avail; uint16_t used_idx; };
+struct msb_vq_buf { uint8_t *host; uint32_t len; int device_writes; };
+struct msb_vq_chain { uint16_t head; uint32_t count; struct msb_vq_buf bufs[]; ...; };
+int msb_vq_pop(struct msb_vq *q, const struct msb_guest_mem *mem, struct msb_vq_chain *chain);
+int msb_vq_push(struct msb_vq *q, const struct msb_guest_mem *mem, uint16_t head, uint32_t written);
+
+struct msb_blk { uint32_t n_extents; uint64_t capacity; int read_only; uint64_t requests; uint64_t errors; ...; };
+int msb_blk_add_extent(struct msb_blk *b, int fd, uint64_t file_offset, uint64_t length);
+int msb_blk_process(struct msb_blk *b, struct msb_vq *q, const struct msb_guest_mem *mem);

@@ -581,6 +581,21 @@ cdef object _with_source(str path, object use):
         os.close(fd)
 
 
+def flat_extents(str path):
+    """[(file, byte offset in it, length)] of a VMDK descriptor made only of FLAT extents, each
+    checked to lie inside the descriptor's folder: what a block device can serve directly."""
+    def collect(fmt, src):
+        if not isinstance(src, VmdkDescriptorSource):
+            raise _bad(path, "not a VMDK descriptor with FLAT extents")
+        out = []
+        for start, length, extent in (<VmdkDescriptorSource>src).extents:
+            if not isinstance(extent, RawSource):
+                raise _bad(path, "only FLAT extents can back a virtio-blk disk")
+            out.append(((<RawSource>extent).path, (<RawSource>extent).base, length))
+        return out
+    return _with_source(path, collect)
+
+
 def read_guest(str path, uint64_t offset, Py_ssize_t length):
     """``length`` bytes of the guest disk at ``offset``, read through the container format."""
     return _with_source(path, lambda fmt, src: src.read(offset, length))
