@@ -13,7 +13,7 @@ from ._vmm import ffi, lib
 from .errors import InvalidConfigError, VmError
 from .kvm_host import kvm_status
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 _ERR = 512
 
 

@@ -9,10 +9,11 @@
 #include "vmm/memory.h"
 #include "vmm/uart.h"
 #include "vmm/virtio_blk.h"
+#include "vmm/virtio_mmio.h"
 #include "vmm/virtqueue.h"
 
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 3
+#define MSB_VMM_ABI_VERSION 4
 
 /* msb_vm_run results (negative: an error, described in err) */
 #define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */

@@ -31,3 +31,16 @@ int msb_vq_push(struct msb_vq *q, const struct msb_guest_mem *mem, uint16_t head
 struct msb_blk { uint32_t n_extents; uint64_t capacity; int read_only; uint64_t requests; uint64_t errors; ...; };
 int msb_blk_add_extent(struct msb_blk *b, int fd, uint64_t file_offset, uint64_t length);
 int msb_blk_process(struct msb_blk *b, struct msb_vq *q, const struct msb_guest_mem *mem);
+
+#define MSB_VIRTIO_ID_BLOCK ...
+#define MSB_VIRTIO_BLK_F_RO ...
+#define MSB_VIRTIO_BLK_F_FLUSH ...
+#define MSB_VIRTIO_STATUS_NEEDS_RESET ...
+typedef int (*msb_notify_fn)(void *device, struct msb_vq *q, const struct msb_guest_mem *mem);
+int msb_blk_notify(void *device, struct msb_vq *q, const struct msb_guest_mem *mem);
+struct msb_mmio { uint32_t status; uint32_t interrupt_status; uint64_t driver_features; ...; };
+void msb_mmio_init(struct msb_mmio *m, uint32_t device_id, uint64_t features, uint32_t num_queues,
+                   uint8_t *config, uint32_t config_len, void *device, msb_notify_fn notify,
+                   const struct msb_guest_mem *mem);
+uint32_t msb_mmio_read(struct msb_mmio *m, uint32_t offset, uint32_t size);
+void msb_mmio_write(struct msb_mmio *m, uint32_t offset, uint32_t value, uint32_t size);

@@ -105,3 +105,7 @@ int msb_blk_process(struct msb_blk *b, struct msb_vq *q, const struct msb_guest_
     }
     return rc < 0 ? -1 : served;
 }
+
+int msb_blk_notify(void *device, struct msb_vq *q, const struct msb_guest_mem *mem) {
+    return msb_blk_process(device, q, mem);
+}

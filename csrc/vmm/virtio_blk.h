@@ -27,5 +27,11 @@ struct msb_blk {
 int msb_blk_add_extent(struct msb_blk *b, int fd, uint64_t file_offset, uint64_t length);
 /* Serves every pending request of q; returns how many, or -1 when the queue is malformed. */
 int msb_blk_process(struct msb_blk *b, struct msb_vq *q, const struct msb_guest_mem *mem);
+/* The same, with the signature virtio-mmio's notify hook expects (device = struct msb_blk *). */
+int msb_blk_notify(void *device, struct msb_vq *q, const struct msb_guest_mem *mem);
+
+#define MSB_VIRTIO_ID_BLOCK 2u
+#define MSB_VIRTIO_BLK_F_RO (1ull << 5)
+#define MSB_VIRTIO_BLK_F_FLUSH (1ull << 9)
 
 #endif
