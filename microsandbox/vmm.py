@@ -13,7 +13,7 @@ from ._vmm import ffi, lib
 from .errors import InvalidConfigError, VmError
 from .kvm_host import kvm_status
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 _ERR = 512
 
 
@@ -24,6 +24,7 @@ class RunResult:
     stop_value: int
     console: bytes
     io_exits: int
+    mmio_exits: int
 
 
 class Vm:
@@ -46,6 +47,18 @@ class Vm:
             raise InvalidConfigError(f"{len(data)} bytes at guest address 0x{gpa:x} do not fit in "
                                      f"{self.ram_bytes} bytes of guest RAM")
 
+    def add_disk(self, base: int, extents: list[tuple[int, int, int]], *, read_only: bool = True) -> int:
+        """A virtio-blk device with its register window at guest address ``base`` (outside RAM),
+        backed by ``(fd, file offset, length)`` extents in disk order; returns its index."""
+        index = lib.msb_vm_add_blk(self._vm, base, int(read_only))
+        if index < 0:
+            raise InvalidConfigError(f"no room for a device window at 0x{base:x} (it must lie outside RAM, "
+                                     "be 0x200-aligned and not overlap another)")
+        for fd, offset, length in extents:
+            if lib.msb_vm_blk_add_extent(self._vm, index, fd, offset, length) != 0:
+                raise InvalidConfigError(f"extent of {length} bytes at {offset} is not whole sectors, or too many")
+        return index
+
     def enter_real_mode(self, cs: int, ip: int) -> None:
         if lib.msb_vm_enter_real_mode(self._vm, cs, ip) != 0:
             raise VmError("cannot set the vCPU's registers")
@@ -59,7 +72,8 @@ class Vm:
         out = ffi.new("const uint8_t **")
         n = lib.msb_vm_console(self._vm, out)
         return RunResult(stopped=rc == lib.MSB_VM_STOPPED, stop_value=self._vm.stop_value,
-                         console=bytes(ffi.buffer(out[0], n)), io_exits=self._vm.io_exits)
+                         console=bytes(ffi.buffer(out[0], n)), io_exits=self._vm.io_exits,
+                         mmio_exits=self._vm.mmio_exits)
 
     def close(self) -> None:
         """Destroy the VM now (its fds and memory), instead of when it is garbage-collected."""

@@ -13,7 +13,7 @@
 #include "vmm/virtqueue.h"
 
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 4
+#define MSB_VMM_ABI_VERSION 5
 
 /* msb_vm_run results (negative: an error, described in err) */
 #define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */
@@ -30,5 +30,9 @@ int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
 size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);
+/* A virtio-blk device whose register window starts at `base` (outside RAM, 0x200 aligned);
+ * returns its index. Extents are appended in disk order. */
+int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only);
+int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length);
 
 #endif

@@ -13,7 +13,7 @@ void msb_uart_init(struct msb_uart *u, uint8_t *buf, size_t cap);
 void msb_uart_write(struct msb_uart *u, unsigned offset, uint8_t value);
 uint8_t msb_uart_read(struct msb_uart *u, unsigned offset);
 
-struct msb_vm { uint64_t io_exits; uint64_t stop_value; ...; };
+struct msb_vm { uint64_t io_exits; uint64_t mmio_exits; uint64_t stop_value; ...; };
 struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
@@ -44,3 +44,5 @@ void msb_mmio_init(struct msb_mmio *m, uint32_t device_id, uint64_t features, ui
                    const struct msb_guest_mem *mem);
 uint32_t msb_mmio_read(struct msb_mmio *m, uint32_t offset, uint32_t size);
 void msb_mmio_write(struct msb_mmio *m, uint32_t offset, uint32_t value, uint32_t size);
+int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only);
+int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length);

@@ -109,6 +109,49 @@ int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip) {
     return 0;
 }
 
+int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only) {
+    if (vm->n_devices == MSB_VM_MAX_DEVICES || base % 0x200 || msb_gpa(&vm->mem, base, 1)) return -1;
+    for (uint32_t i = 0; i < vm->n_devices; i++)
+        if (base < vm->devices[i].base + MSB_MMIO_SIZE && vm->devices[i].base < base + MSB_MMIO_SIZE) return -1;
+    struct msb_vm_device *d = &vm->devices[vm->n_devices];
+    memset(d, 0, sizeof *d);
+    d->base = base;
+    d->blk.read_only = read_only;
+    uint64_t features = MSB_VIRTIO_BLK_F_FLUSH | (read_only ? MSB_VIRTIO_BLK_F_RO : 0);
+    msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_BLOCK, features, 1, d->config, sizeof d->config, &d->blk,
+                  msb_blk_notify, &vm->mem);
+    return (int)vm->n_devices++;
+}
+
+int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length) {
+    if (device >= vm->n_devices) return -1;
+    struct msb_vm_device *d = &vm->devices[device];
+    if (msb_blk_add_extent(&d->blk, fd, file_offset, length)) return -1;
+    uint64_t sectors = d->blk.capacity / 512;
+    memcpy(d->config, &sectors, sizeof sectors);
+    return 0;
+}
+
+/* An MMIO exit inside a device window goes to its register file; elsewhere it is an error. */
+static int mmio(struct msb_vm *vm) {
+    struct kvm_run *r = vm->run;
+    uint64_t addr = r->mmio.phys_addr;
+    for (uint32_t i = 0; i < vm->n_devices; i++) {
+        struct msb_vm_device *d = &vm->devices[i];
+        if (addr < d->base || addr - d->base >= MSB_MMIO_SIZE || r->mmio.len > 4) continue;
+        uint32_t offset = (uint32_t)(addr - d->base), value = 0;
+        if (r->mmio.is_write) {
+            memcpy(&value, r->mmio.data, r->mmio.len);
+            msb_mmio_write(&d->mmio, offset, value, r->mmio.len);
+        } else {
+            value = msb_mmio_read(&d->mmio, offset, r->mmio.len);
+            memcpy(r->mmio.data, &value, r->mmio.len);
+        }
+        return 0;
+    }
+    return -1;
+}
+
 static void port_io(struct msb_vm *vm) {
     struct kvm_run *r = vm->run;
     uint8_t *data = (uint8_t *)r + r->io.data_offset;
@@ -144,7 +187,10 @@ int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen) 
         case KVM_EXIT_HLT:
             return MSB_VM_HALTED;
         case KVM_EXIT_MMIO:
-            return fail(err, errlen, "guest touched unmapped MMIO at 0x%llx", (unsigned long long)r->mmio.phys_addr);
+            vm->mmio_exits++;
+            if (mmio(vm))
+                return fail(err, errlen, "guest touched unmapped MMIO at 0x%llx", (unsigned long long)r->mmio.phys_addr);
+            break;
         case KVM_EXIT_SHUTDOWN:
             return fail(err, errlen, "the guest triple-faulted (shutdown exit)");
         case KVM_EXIT_INTERNAL_ERROR:

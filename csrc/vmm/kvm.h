@@ -7,6 +7,18 @@
 
 #include "vmm/memory.h"
 #include "vmm/uart.h"
+#include "vmm/virtio_blk.h"
+#include "vmm/virtio_mmio.h"
+
+#define MSB_VM_MAX_DEVICES 8u
+
+/* One virtio-mmio device window in guest physical space. */
+struct msb_vm_device {
+    uint64_t base;
+    struct msb_mmio mmio;
+    struct msb_blk blk;
+    uint8_t config[8];   /* virtio-blk: capacity in sectors */
+};
 
 struct msb_vm {
     int kvm, vm, vcpu;
@@ -15,7 +27,9 @@ struct msb_vm {
     struct msb_guest_mem mem;
     struct msb_uart uart;
     uint8_t console[1 << 16];
-    uint64_t io_exits, stop_value;
+    uint64_t io_exits, mmio_exits, stop_value;
+    struct msb_vm_device devices[MSB_VM_MAX_DEVICES];
+    uint32_t n_devices;
 };
 
 #endif
