@@ -13,7 +13,7 @@ from ._vmm import ffi, lib
 from .errors import InvalidConfigError, VmError
 from .kvm_host import kvm_status
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 _ERR = 512
 
 
@@ -30,12 +30,12 @@ class RunResult:
 class Vm:
     """One VM with ``ram_bytes`` of guest RAM and one vCPU; use as a context manager."""
 
-    def __init__(self, ram_bytes: int) -> None:
+    def __init__(self, ram_bytes: int, *, irqchip: bool = False) -> None:
         if lib.msb_vmm_abi_version() != ABI_VERSION:
             raise VmError("the compiled monitor does not match this package: rebuild it (make build)")
         kvm_status()   # KvmUnavailableError with the reason when /dev/kvm cannot be used
         err = ffi.new("char[]", _ERR)
-        vm = lib.msb_vm_create(ram_bytes, err, _ERR)
+        vm = lib.msb_vm_create(ram_bytes, int(irqchip), err, _ERR)
         if vm == ffi.NULL:
             raise VmError(f"cannot create the VM: {ffi.string(err).decode()}")
         self._vm = ffi.gc(vm, lib.msb_vm_destroy)
@@ -59,6 +59,15 @@ class Vm:
                 raise InvalidConfigError(f"extent of {length} bytes at {offset} is not whole sectors, or too many")
         return index
 
+    def watch(self, text: bytes) -> None:
+        """Make ``run`` return (not stopped) as soon as the console output ends with ``text``."""
+        if lib.msb_vm_watch(self._vm, text, len(text)) != 0:
+            raise InvalidConfigError("the watched text is limited to 63 bytes")
+
+    def enter_pvh(self, entry: int, start_info: int) -> None:
+        if lib.msb_vm_enter_pvh(self._vm, entry, start_info) != 0:
+            raise VmError("cannot set up the vCPU for the PVH entry (CPUID, MSRs, LAPIC or registers)")
+
     def enter_real_mode(self, cs: int, ip: int) -> None:
         if lib.msb_vm_enter_real_mode(self._vm, cs, ip) != 0:
             raise VmError("cannot set the vCPU's registers")
@@ -67,10 +76,10 @@ class Vm:
         """Run until the guest stops or halts; ``VmError`` for a fault or too many exits."""
         err = ffi.new("char[]", _ERR)
         rc = lib.msb_vm_run(self._vm, max_exits, err, _ERR)
-        if rc < 0:
-            raise VmError(ffi.string(err).decode())
         out = ffi.new("const uint8_t **")
         n = lib.msb_vm_console(self._vm, out)
+        if rc < 0:
+            raise VmError(ffi.string(err).decode(), console=bytes(ffi.buffer(out[0], n)))
         return RunResult(stopped=rc == lib.MSB_VM_STOPPED, stop_value=self._vm.stop_value,
                          console=bytes(ffi.buffer(out[0], n)), io_exits=self._vm.io_exits,
                          mmio_exits=self._vm.mmio_exits)

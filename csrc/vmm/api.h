@@ -13,18 +13,28 @@
 #include "vmm/virtqueue.h"
 
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 5
+#define MSB_VMM_ABI_VERSION 6
 
 /* msb_vm_run results (negative: an error, described in err) */
 #define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */
 #define MSB_VM_HALTED 1    /* HLT without an in-kernel irqchip */
+#define MSB_VM_WATCHED 2   /* the console output ended with the watched text */
+
+#define MSB_VIRTIO_IRQ_BASE 5u  /* device i of the VM interrupts on IRQ 5 + i */
 
 int msb_vmm_abi_version(void);
 
 /* The bounds-checked guest accessor as a function, for tests (devices use msb_gpa inline). */
 uint8_t *msb_gpa_check(const struct msb_guest_mem *mem, uint64_t gpa, uint64_t len);
 
-struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen);
+/* irqchip: add the in-kernel PIC/IOAPIC/LAPIC and PIT (needed to boot Linux; test guests that
+ * end with HLT run without, so HLT exits). */
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, int irqchip, char *err, size_t errlen);
+int msb_vm_add_irqchip(struct msb_vm *vm);
+/* 32-bit flat protected mode at `entry` with ebx = start_info, as the PVH boot ABI wants. */
+int msb_vm_enter_pvh(struct msb_vm *vm, uint32_t entry, uint32_t start_info);
+int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len);
+int msb_pvm_fixup(struct msb_vm *vm);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);

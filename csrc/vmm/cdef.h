@@ -2,6 +2,8 @@
 #define MSB_VMM_ABI_VERSION ...
 #define MSB_VM_STOPPED ...
 #define MSB_VM_HALTED ...
+#define MSB_VM_WATCHED ...
+#define MSB_VIRTIO_IRQ_BASE ...
 
 int msb_vmm_abi_version(void);
 
@@ -13,8 +15,10 @@ void msb_uart_init(struct msb_uart *u, uint8_t *buf, size_t cap);
 void msb_uart_write(struct msb_uart *u, unsigned offset, uint8_t value);
 uint8_t msb_uart_read(struct msb_uart *u, unsigned offset);
 
-struct msb_vm { uint64_t io_exits; uint64_t mmio_exits; uint64_t stop_value; ...; };
-struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen);
+struct msb_vm { uint64_t io_exits; uint64_t mmio_exits; uint64_t stop_value; uint64_t fixups; ...; };
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, int irqchip, char *err, size_t errlen);
+int msb_vm_enter_pvh(struct msb_vm *vm, uint32_t entry, uint32_t start_info);
+int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);

@@ -34,7 +34,7 @@ void msb_vm_destroy(struct msb_vm *vm) {
     free(vm);
 }
 
-struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen) {
+struct msb_vm *msb_vm_create(uint64_t ram_bytes, int irqchip, char *err, size_t errlen) {
     struct msb_vm *vm = calloc(1, sizeof *vm);
     if (!vm) return fail(err, errlen, "out of memory"), NULL;
     vm->kvm = vm->vm = vm->vcpu = -1;
@@ -66,6 +66,10 @@ struct msb_vm *msb_vm_create(uint64_t ram_bytes, char *err, size_t errlen) {
     madvise(vm->mem.host, ram_bytes, MADV_HUGEPAGE);
     struct kvm_userspace_memory_region region = {
         .slot = 0, .guest_phys_addr = 0, .memory_size = ram_bytes, .userspace_addr = (uintptr_t)vm->mem.host};
+    if (irqchip && msb_vm_add_irqchip(vm) < 0) { /* before the vCPU, as KVM requires */
+        fail(err, errlen, "cannot create the in-kernel irqchip and PIT: %s", strerror(errno));
+        goto out;
+    }
     if (ioctl(vm->vm, KVM_SET_USER_MEMORY_REGION, &region) < 0 ||
         (vm->vcpu = ioctl(vm->vm, KVM_CREATE_VCPU, 0)) < 0) {
         fail(err, errlen, "cannot set up guest memory or the vCPU: %s", strerror(errno));
@@ -142,7 +146,12 @@ static int mmio(struct msb_vm *vm) {
         uint32_t offset = (uint32_t)(addr - d->base), value = 0;
         if (r->mmio.is_write) {
             memcpy(&value, r->mmio.data, r->mmio.len);
+            uint32_t before = d->mmio.interrupt_status;
             msb_mmio_write(&d->mmio, offset, value, r->mmio.len);
+            if (vm->irqchip && (before != 0) != (d->mmio.interrupt_status != 0)) {
+                struct kvm_irq_level line = {.irq = MSB_VIRTIO_IRQ_BASE + i, .level = d->mmio.interrupt_status != 0};
+                ioctl(vm->vm, KVM_IRQ_LINE, &line); /* level-triggered until the driver acks */
+            }
         } else {
             value = msb_mmio_read(&d->mmio, offset, r->mmio.len);
             memcpy(r->mmio.data, &value, r->mmio.len);
@@ -160,7 +169,13 @@ static void port_io(struct msb_vm *vm) {
     uint16_t port = r->io.port;
     for (uint32_t i = 0; i < bytes; i++) {
         if (port >= MSB_UART_BASE && port < MSB_UART_BASE + MSB_UART_PORTS) {
-            if (r->io.direction == KVM_EXIT_IO_OUT) msb_uart_write(&vm->uart, port - MSB_UART_BASE, data[i]);
+            if (r->io.direction == KVM_EXIT_IO_OUT) {
+                msb_uart_write(&vm->uart, port - MSB_UART_BASE, data[i]);
+                size_t n = vm->uart.out_len;
+                if (vm->watch_len && n >= vm->watch_len &&
+                    memcmp(vm->console + n - vm->watch_len, vm->watch, vm->watch_len) == 0)
+                    vm->watched = 1;
+            }
             else data[i] = msb_uart_read(&vm->uart, port - MSB_UART_BASE);
         } else if (r->io.direction == KVM_EXIT_IO_IN) {
             data[i] = 0xFF; /* nothing there */
@@ -183,6 +198,7 @@ int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen) 
                 return MSB_VM_STOPPED;
             }
             port_io(vm);
+            if (vm->watched) return MSB_VM_WATCHED;
             break;
         case KVM_EXIT_HLT:
             return MSB_VM_HALTED;
@@ -194,7 +210,13 @@ int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen) 
         case KVM_EXIT_SHUTDOWN:
             return fail(err, errlen, "the guest triple-faulted (shutdown exit)");
         case KVM_EXIT_INTERNAL_ERROR:
-            return fail(err, errlen, "KVM internal error, suberror %u", r->internal.suberror);
+            if (msb_pvm_fixup(vm) == 0) {
+                vm->fixups++;
+                break;
+            }
+            return fail(err, errlen, "KVM internal error, suberror %u (instruction %02x %02x %02x)",
+                        r->internal.suberror, r->emulation_failure.insn_bytes[0],
+                        r->emulation_failure.insn_bytes[1], r->emulation_failure.insn_bytes[2]);
         case KVM_EXIT_FAIL_ENTRY:
             return fail(err, errlen, "VM entry failed, reason 0x%llx",
                         (unsigned long long)r->fail_entry.hardware_entry_failure_reason);
@@ -203,6 +225,14 @@ int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen) 
         }
     }
     return fail(err, errlen, "the guest did not stop within %llu exits", (unsigned long long)max_exits);
+}
+
+int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len) {
+    if (len >= sizeof vm->watch) return -1;
+    memcpy(vm->watch, text, len);
+    vm->watch_len = len;
+    vm->watched = 0;
+    return 0;
 }
 
 size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes) {

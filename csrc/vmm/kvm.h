@@ -27,7 +27,11 @@ struct msb_vm {
     struct msb_guest_mem mem;
     struct msb_uart uart;
     uint8_t console[1 << 16];
-    uint64_t io_exits, mmio_exits, stop_value;
+    uint64_t io_exits, mmio_exits, stop_value, fixups;
+    int irqchip;
+    char watch[64];          /* stop when the console output ends with this (empty: never) */
+    size_t watch_len;
+    int watched;
     struct msb_vm_device devices[MSB_VM_MAX_DEVICES];
     uint32_t n_devices;
 };
