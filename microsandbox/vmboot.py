@@ -40,28 +40,40 @@ def _load_elf(vm: Vm, vmlinux: Path) -> None:
             vm.load(p_paddr, data[p_offset:p_offset + p_filesz])
 
 
+def prepare(vm: Vm, vmlinux: Path, *, disk: Path | None, cmdline: str, ram_bytes: int) -> list[int]:
+    """Load the kernel, start_info, memory map and command line, attach ``disk``, set the vCPU at
+    the PVH entry. Returns the disk's open fds, which must stay open while the VM runs."""
+    fds: list[int] = []
+    _load_elf(vm, vmlinux)
+    vm.load(CMDLINE, cmdline.encode() + b"\0")
+    memmap = struct.pack("<QQII", 0, 0x9FC00, E820_RAM, 0) + \
+        struct.pack("<QQII", 0x100000, ram_bytes - 0x100000, E820_RAM, 0)
+    vm.load(MEMMAP, memmap)
+    vm.load(START_INFO, struct.pack("<IIIIQQQQII", PVH_MAGIC, 1, 0, 0, 0, CMDLINE, 0, MEMMAP, 2, 0))
+    try:
+        if disk is not None:
+            extents = []
+            for path, offset, length in flat_extents(str(disk)):
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                extents.append((fds[-1], offset, length))
+            vm.add_disk(DISK_BASE, extents)
+        vm.enter_pvh(pvh_entry(vmlinux), START_INFO)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 def boot(vmlinux: Path, *, disk: Path | None, cmdline: str, ram_bytes: int = 256 << 20,
          watch: bytes | None = None, max_exits: int = 50_000_000) -> RunResult:
     """Boot ``vmlinux`` and run until ``watch`` appears on the console, the guest stops, or fails."""
-    fds = []
-    try:
-        with Vm(ram_bytes, irqchip=True) as vm:
-            _load_elf(vm, vmlinux)
-            vm.load(CMDLINE, cmdline.encode() + b"\0")
-            memmap = struct.pack("<QQII", 0, 0x9FC00, E820_RAM, 0) + \
-                struct.pack("<QQII", 0x100000, ram_bytes - 0x100000, E820_RAM, 0)
-            vm.load(MEMMAP, memmap)
-            vm.load(START_INFO, struct.pack("<IIIIQQQQII", PVH_MAGIC, 1, 0, 0, 0, CMDLINE, 0, MEMMAP, 2, 0))
-            if disk is not None:
-                extents = []
-                for path, offset, length in flat_extents(str(disk)):
-                    fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-                    extents.append((fds[-1], offset, length))
-                vm.add_disk(DISK_BASE, extents)
+    with Vm(ram_bytes, irqchip=True) as vm:
+        fds = prepare(vm, vmlinux, disk=disk, cmdline=cmdline, ram_bytes=ram_bytes)
+        try:
             if watch:
                 vm.watch(watch)
-            vm.enter_pvh(pvh_entry(vmlinux), START_INFO)
             return vm.run(max_exits)
-    finally:
-        for fd in fds:
-            os.close(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
