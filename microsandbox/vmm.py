@@ -1,9 +1,8 @@
 """The KVM monitor's Python face: configure a VM, start it, read what it did.
 
 The run loop and the devices are C (``csrc/vmm``, bound with cffi in API mode); Python never sees
-a guest exit. So far the monitor runs small hand-written guests (real-mode code with a 16550
-console), which is how the device models and the KVM plumbing are tested on any host with
-``/dev/kvm`` (kvm-pvm included); booting the guest kernel is issue #4's next step.
+a guest exit. It runs small hand-written test guests (real mode, with the 16550 console and
+virtio-blk) and boots the guest kernel through its PVH entry (``microsandbox.vmboot``).
 """
 from __future__ import annotations
 

@@ -116,8 +116,9 @@ def _create(name: str, image: str | ImageSource, memory: int, cpus: float, env: 
     source = _source(image)
     if isolation == "vm":
         require_guest_userspace(guest_kernel_is_pvm=bool(os.environ.get("MSB_KERNEL_PVM")))
-        raise UnsupportedError("the microVM backend is not built yet (issue #4); pass isolation=\"namespace\" "
-                               "to run this sandbox in Linux namespaces")
+        raise UnsupportedError("sandboxes cannot run in the microVM yet: the monitor boots the guest kernel but "
+                               "its agent channel (virtio-console) is not built (issue #4); pass "
+                               "isolation=\"namespace\" to run this sandbox in Linux namespaces")
     rootfs = _rootfs(source, policy)
     folder = records.folder_of(name)
     folder.mkdir(parents=True)
