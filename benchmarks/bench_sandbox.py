@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from microsandbox import Image, Sandbox
-from tests.layers.conftest import build_root
+from tests.rootfs import build_root
 from tests.oci_fixtures import push, run_registry, umoci_image
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None,

@@ -90,15 +90,20 @@ class Cache:
         return index
 
     @contextlib.contextmanager
-    def edit_index(self) -> Iterator[dict[str, Any]]:
-        """Lock, read, let the caller change the index, then publish it atomically."""
+    def _locked(self, index: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Hold the writers' lock around a change to ``index`` (the current one unless given),
+        then publish it atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / "index.lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            index = self.read_index()
+            index = self.read_index() if index is None else index
             yield index
             with atomic_output(self.index_path) as out:
                 out.write(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+
+    def edit_index(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Lock, read, let the caller change the index, then publish it atomically."""
+        return self._locked()
 
     def rebuild_index(self) -> dict[str, int]:
         """Recreate manifests and configs from ``blobs/`` after the index was lost or damaged.
@@ -106,30 +111,24 @@ class Cache:
         References (names) live only in the index, so images come back unnamed until pulled again;
         their layers stay cached, which keeps that pull cheap.
         """
-        recovered = {"manifests": 0, "configs": 0}
-        with open(self.root / "index.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            index = _empty_index()
-            blobs = self.root / "blobs" / "sha256"
-            for path in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-                try:
-                    doc = json.loads(path.read_bytes())
-                except ValueError:
-                    continue
-                if isinstance(doc, dict) and "rootfs" in doc:
-                    index["configs"][f"sha256:{path.name}"] = config_record(doc)
-                    recovered["configs"] += 1
-            for path in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-                with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                    doc = json.loads(path.read_bytes())
-                    if isinstance(doc, dict) and "layers" in doc and "config" in doc:
-                        config = index["configs"].get(doc["config"]["digest"])
-                        if config is not None:
-                            index["manifests"][f"sha256:{path.name}"] = manifest_record(doc, config)
-                            recovered["manifests"] += 1
-            with atomic_output(self.index_path) as out:
-                out.write(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
-        return recovered
+        docs = {}
+        blobs = self.root / "blobs" / "sha256"
+        for path in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(path.read_bytes())
+                if isinstance(doc, dict):
+                    docs[f"sha256:{path.name}"] = doc
+        with self._locked(_empty_index()) as index:
+            for digest, doc in docs.items():
+                with contextlib.suppress(AttributeError, TypeError):
+                    if "rootfs" in doc:
+                        index["configs"][digest] = config_record(doc)
+            for digest, doc in docs.items():
+                with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError):
+                    config = index["configs"].get(doc["config"]["digest"]) if "layers" in doc else None
+                    if config is not None:
+                        index["manifests"][digest] = manifest_record(doc, config)
+        return {"manifests": len(index["manifests"]), "configs": len(index["configs"])}
 
     def clean_tmp(self) -> tuple[int, int]:
         """Remove temp files whose writer died (killed mid-pull); returns (files, bytes)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.layers.conftest import BUSYBOX, build_root
+from tests.rootfs import BUSYBOX, build_root
 from tests.oci_fixtures import Registry, multi_platform_index, push, run_registry, umoci_image
 
 

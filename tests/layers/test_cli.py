@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.layers.conftest import pack
+from tests.rootfs import pack
 from tests.layers.trees import fsck
 
 

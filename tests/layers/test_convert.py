@@ -13,7 +13,7 @@ import pytest
 
 from microsandbox import InvalidLayerError
 from microsandbox.layers import convert_layer
-from tests.layers.conftest import CAPABILITY, pack
+from tests.rootfs import CAPABILITY, pack
 from tests.layers.trees import assert_same_tree, bsdtar_extract, fsck, mounted, need, need_root, snapshot
 
 PRODUCERS = ["gnutar-gzip", "gnutar-gnu-zstd", "bsdtar-pax", "umoci"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from microsandbox import InvalidLayerError
 from microsandbox.layers import convert_layer
-from tests.layers.conftest import pack
+from tests.rootfs import pack
 
 
 @pytest.fixture(scope="module")
