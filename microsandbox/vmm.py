@@ -1,18 +1,19 @@
 """The KVM monitor's Python face: configure a VM, start it, read what it did.
 
 The run loop and the devices are C (``csrc/vmm``, bound with cffi in API mode); Python never sees
-a guest exit. It runs small hand-written test guests (real mode, with the 16550 console and
-virtio-blk) and boots the guest kernel through its PVH entry (``microsandbox.vmboot``).
+a guest exit. It runs small hand-written test guests (real and long mode, with the 16550 console,
+virtio-blk and virtio-console) and boots the guest kernel through its PVH entry (``microsandbox.vmboot``).
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from ._vmm import ffi, lib
 from .errors import InvalidConfigError, VmError
 from .kvm_host import kvm_status
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 _ERR = 512
 
 
@@ -38,6 +39,7 @@ class Vm:
         if vm == ffi.NULL:
             raise VmError(f"cannot create the VM: {ffi.string(err).decode()}")
         self._vm = ffi.gc(vm, lib.msb_vm_destroy)
+        self._channels: list[socket.socket] = []
         self.ram_bytes = ram_bytes
 
     def load(self, gpa: int, data: bytes) -> None:
@@ -58,6 +60,25 @@ class Vm:
                 raise InvalidConfigError(f"extent of {length} bytes at {offset} is not whole sectors, or too many")
         return index
 
+    def add_console(self, base: int, channel: socket.socket) -> int:
+        """A virtio-console device (the guest's ``/dev/hvc0``) at guest address ``base`` whose bytes
+        flow to and from ``channel``, a connected stream socket; a C thread moves them."""
+        if channel.type != socket.SOCK_STREAM:
+            raise InvalidConfigError("the console channel must be a stream socket")
+        index = lib.msb_vm_add_console(self._vm, base, channel.fileno())
+        if index < 0:
+            raise InvalidConfigError(f"no room for a device window at 0x{base:x} (it must lie outside RAM, "
+                                     "be 0x200-aligned and not overlap another)")
+        self._channels.append(channel)   # the device uses its fd until the VM is destroyed
+        return index
+
+    def console_bytes(self, index: int) -> tuple[int, int]:
+        """Bytes the console device ``index`` has moved so far: (to the guest, to the host)."""
+        counts = ffi.new("uint64_t[2]")
+        if lib.msb_vm_console_bytes(self._vm, index, counts, counts + 1) != 0:
+            raise InvalidConfigError(f"device {index} is not a console")
+        return counts[0], counts[1]
+
     def watch(self, text: bytes) -> None:
         """Make ``run`` return (not stopped) as soon as the console output ends with ``text``."""
         if lib.msb_vm_watch(self._vm, text, len(text)) != 0:
@@ -70,6 +91,11 @@ class Vm:
     def enter_real_mode(self, cs: int, ip: int) -> None:
         if lib.msb_vm_enter_real_mode(self._vm, cs, ip) != 0:
             raise VmError("cannot set the vCPU's registers")
+
+    def enter_long_mode(self, rip: int, rsp: int = 0) -> None:
+        """64-bit mode at ``rip``, the first GiB identity-mapped (page tables at 0x9000-0xBFFF)."""
+        if lib.msb_vm_enter_long_mode(self._vm, rip, rsp) != 0:
+            raise VmError("cannot set up long mode (guest RAM must cover 0x9000-0xBFFF)")
 
     def run(self, max_exits: int = 100_000) -> RunResult:
         """Run until the guest stops or halts; ``VmError`` for a fault or too many exits."""
@@ -86,8 +112,9 @@ class Vm:
     def close(self) -> None:
         """Destroy the VM now (its fds and memory), instead of when it is garbage-collected."""
         if self._vm is not None:
-            ffi.release(self._vm)
+            ffi.release(self._vm)   # joins the device threads before their sockets may close
             self._vm = None
+            self._channels.clear()
 
     def __enter__(self) -> Vm:
         return self

@@ -9,11 +9,12 @@
 #include "vmm/memory.h"
 #include "vmm/uart.h"
 #include "vmm/virtio_blk.h"
+#include "vmm/virtio_console.h"
 #include "vmm/virtio_mmio.h"
 #include "vmm/virtqueue.h"
 
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 6
+#define MSB_VMM_ABI_VERSION 7
 
 /* msb_vm_run results (negative: an error, described in err) */
 #define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */
@@ -38,11 +39,16 @@ int msb_pvm_fixup(struct msb_vm *vm);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
+int msb_vm_enter_long_mode(struct msb_vm *vm, uint64_t rip, uint64_t rsp);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
 size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);
 /* A virtio-blk device whose register window starts at `base` (outside RAM, 0x200 aligned);
  * returns its index. Extents are appended in disk order. */
 int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only);
 int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length);
+/* A virtio-console whose port is the connected stream socket `fd` (the caller keeps it open);
+ * a device thread moves its bytes. Returns its index. */
+int msb_vm_add_console(struct msb_vm *vm, uint64_t base, int fd);
+int msb_vm_console_bytes(struct msb_vm *vm, uint32_t device, uint64_t *to_guest, uint64_t *to_host);
 
 #endif

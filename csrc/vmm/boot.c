@@ -81,6 +81,39 @@ int msb_vm_enter_pvh(struct msb_vm *vm, uint32_t entry, uint32_t start_info) {
     return 0;
 }
 
+/* 64-bit mode at `rip` with the first GiB identity-mapped by 2 MiB pages (tables at 0x9000-0xBFFF),
+ * for hand-written test guests: the state a 64-bit kernel is in after its own early setup. */
+int msb_vm_enter_long_mode(struct msb_vm *vm, uint64_t rip, uint64_t rsp) {
+    static const uint64_t gdt[3] = {0, 0x00AF9B000000FFFFull, 0x00CF93000000FFFFull};
+    enum { PML4 = 0x9000, PDPT = 0xA000, PD = 0xB000 };
+    uint8_t *tables = msb_gpa(&vm->mem, PML4, 0x3000), *at = msb_gpa(&vm->mem, GDT_GPA, sizeof gdt);
+    if (!tables || !at) return -1;
+    uint64_t pml4e = PDPT | 3, pdpte = PD | 3;
+    memset(tables, 0, 0x3000);
+    memcpy(tables, &pml4e, 8);
+    memcpy(tables + 0x1000, &pdpte, 8);
+    for (uint64_t i = 0; i < 512; i++) {
+        uint64_t pde = (i << 21) | 0x83; /* present, writable, 2 MiB page */
+        memcpy(tables + 0x2000 + 8 * i, &pde, 8);
+    }
+    memcpy(at, gdt, sizeof gdt);
+    struct kvm_sregs sregs;
+    if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs) < 0) return -1;
+    sregs.cs = flat(0x08, 0xB);
+    sregs.cs.l = 1;
+    sregs.cs.db = 0;
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = flat(0x10, 0x3);
+    sregs.gdt.base = GDT_GPA;
+    sregs.gdt.limit = sizeof gdt - 1;
+    sregs.cr3 = PML4;
+    sregs.cr4 = 0x20;                 /* PAE */
+    sregs.cr0 = 0x80000011;           /* PG, ET, PE */
+    sregs.efer = 0x500;               /* LME, LMA */
+    struct kvm_regs regs = {.rip = rip, .rsp = rsp, .rflags = 0x2};
+    if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs) < 0 || ioctl(vm->vcpu, KVM_SET_REGS, &regs) < 0) return -1;
+    return 0;
+}
+
 int msb_vm_add_irqchip(struct msb_vm *vm) {
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
     if (ioctl(vm->vm, KVM_CREATE_IRQCHIP, 0) < 0 || ioctl(vm->vm, KVM_CREATE_PIT2, &pit) < 0) return -1;

@@ -22,6 +22,7 @@ int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
+int msb_vm_enter_long_mode(struct msb_vm *vm, uint64_t rip, uint64_t rsp);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);
 size_t msb_vm_console(struct msb_vm *vm, const uint8_t **bytes);
 
@@ -48,5 +49,11 @@ void msb_mmio_init(struct msb_mmio *m, uint32_t device_id, uint64_t features, ui
                    const struct msb_guest_mem *mem);
 uint32_t msb_mmio_read(struct msb_mmio *m, uint32_t offset, uint32_t size);
 void msb_mmio_write(struct msb_mmio *m, uint32_t offset, uint32_t value, uint32_t size);
+#define MSB_VIRTIO_ID_CONSOLE ...
+struct msb_console { int fd; struct msb_vq *queues; uint32_t in_len; int host_closed; uint64_t to_guest; uint64_t to_host; ...; };
+int msb_console_pull(struct msb_console *c);
+int msb_console_notify(void *device, struct msb_vq *q, const struct msb_guest_mem *mem);
 int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only);
 int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length);
+int msb_vm_add_console(struct msb_vm *vm, uint64_t base, int fd);
+int msb_vm_console_bytes(struct msb_vm *vm, uint32_t device, uint64_t *to_guest, uint64_t *to_host);

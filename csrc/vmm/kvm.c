@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -26,6 +27,15 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
 
 void msb_vm_destroy(struct msb_vm *vm) {
     if (!vm) return;
+    uint64_t one = 1;
+    if (vm->stop_fd >= 0 && write(vm->stop_fd, &one, sizeof one) != sizeof one) {} /* wakes them all */
+    for (uint32_t i = 0; i < vm->n_devices; i++) {
+        struct msb_vm_device *d = &vm->devices[i];
+        msb_device_thread_stop(d);
+        if (d->kick_fd >= 0) close(d->kick_fd);
+        pthread_mutex_destroy(&d->lock);
+    }
+    if (vm->stop_fd >= 0) close(vm->stop_fd);
     if (vm->run && vm->run != MAP_FAILED) munmap(vm->run, vm->run_size);
     if (vm->mem.host && vm->mem.host != MAP_FAILED) munmap(vm->mem.host, vm->mem.size);
     if (vm->vcpu >= 0) close(vm->vcpu);
@@ -38,6 +48,10 @@ struct msb_vm *msb_vm_create(uint64_t ram_bytes, int irqchip, char *err, size_t 
     struct msb_vm *vm = calloc(1, sizeof *vm);
     if (!vm) return fail(err, errlen, "out of memory"), NULL;
     vm->kvm = vm->vm = vm->vcpu = -1;
+    if ((vm->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        fail(err, errlen, "cannot create an eventfd: %s", strerror(errno));
+        goto out;
+    }
     msb_uart_init(&vm->uart, vm->console, sizeof vm->console);
     if (ram_bytes == 0 || ram_bytes > MSB_MAX_RAM || ram_bytes % 4096) {
         fail(err, errlen, "guest RAM must be a positive multiple of 4 KiB up to 64 GiB");
@@ -113,18 +127,62 @@ int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip) {
     return 0;
 }
 
-int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only) {
-    if (vm->n_devices == MSB_VM_MAX_DEVICES || base % 0x200 || msb_gpa(&vm->mem, base, 1)) return -1;
+/* A free device slot whose window at `base` lies outside RAM and overlaps no other; NULL if none. */
+static struct msb_vm_device *new_device(struct msb_vm *vm, uint64_t base) {
+    if (vm->n_devices == MSB_VM_MAX_DEVICES || base % 0x200 || msb_gpa(&vm->mem, base, 1)) return NULL;
     for (uint32_t i = 0; i < vm->n_devices; i++)
-        if (base < vm->devices[i].base + MSB_MMIO_SIZE && vm->devices[i].base < base + MSB_MMIO_SIZE) return -1;
+        if (base < vm->devices[i].base + MSB_MMIO_SIZE && vm->devices[i].base < base + MSB_MMIO_SIZE) return NULL;
     struct msb_vm_device *d = &vm->devices[vm->n_devices];
     memset(d, 0, sizeof *d);
     d->base = base;
+    d->vm = vm;
+    d->index = vm->n_devices++;
+    d->kick_fd = -1;
+    pthread_mutex_init(&d->lock, NULL);
+    return d;
+}
+
+int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only) {
+    struct msb_vm_device *d = new_device(vm, base);
+    if (!d) return -1;
     d->blk.read_only = read_only;
     uint64_t features = MSB_VIRTIO_BLK_F_FLUSH | (read_only ? MSB_VIRTIO_BLK_F_RO : 0);
-    msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_BLOCK, features, 1, d->config, sizeof d->config, &d->blk,
-                  msb_blk_notify, &vm->mem);
-    return (int)vm->n_devices++;
+    msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_BLOCK, features, 1, d->config, 8, &d->blk, msb_blk_notify, &vm->mem);
+    return (int)d->index;
+}
+
+int msb_vm_add_console(struct msb_vm *vm, uint64_t base, int fd) {
+    struct msb_vm_device *d = new_device(vm, base);
+    if (!d) return -1;
+    d->console.fd = fd;
+    d->console.queues = d->mmio.queues;
+    msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_CONSOLE, 0, 2, d->config, 12, &d->console, msb_console_notify, &vm->mem);
+    /* Queue kicks wake the device thread directly; without ioeventfd they exit to the vCPU thread,
+     * which serves them itself. */
+    d->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct kvm_ioeventfd kick = {.addr = base + MSB_MMIO_QUEUE_NOTIFY, .len = 4, .fd = d->kick_fd};
+    if (d->kick_fd >= 0 && ioctl(vm->vm, KVM_IOEVENTFD, &kick) < 0) {
+        close(d->kick_fd);
+        d->kick_fd = -1;
+    }
+    return msb_device_thread_start(d) ? -1 : (int)d->index;
+}
+
+int msb_vm_console_bytes(struct msb_vm *vm, uint32_t device, uint64_t *to_guest, uint64_t *to_host) {
+    if (device >= vm->n_devices || vm->devices[device].mmio.device_id != MSB_VIRTIO_ID_CONSOLE) return -1;
+    struct msb_vm_device *d = &vm->devices[device];
+    pthread_mutex_lock(&d->lock);
+    *to_guest = d->console.to_guest;
+    *to_host = d->console.to_host;
+    pthread_mutex_unlock(&d->lock);
+    return 0;
+}
+
+void msb_vm_device_irq(struct msb_vm_device *d, uint32_t before) {
+    struct msb_vm *vm = d->vm;
+    if (!vm->irqchip || (before != 0) == (d->mmio.interrupt_status != 0)) return;
+    struct kvm_irq_level line = {.irq = MSB_VIRTIO_IRQ_BASE + d->index, .level = d->mmio.interrupt_status != 0};
+    ioctl(vm->vm, KVM_IRQ_LINE, &line); /* level-triggered until the driver acks */
 }
 
 int msb_vm_blk_add_extent(struct msb_vm *vm, uint32_t device, int fd, uint64_t file_offset, uint64_t length) {
@@ -144,18 +202,17 @@ static int mmio(struct msb_vm *vm) {
         struct msb_vm_device *d = &vm->devices[i];
         if (addr < d->base || addr - d->base >= MSB_MMIO_SIZE || r->mmio.len > 4) continue;
         uint32_t offset = (uint32_t)(addr - d->base), value = 0;
+        pthread_mutex_lock(&d->lock);
         if (r->mmio.is_write) {
             memcpy(&value, r->mmio.data, r->mmio.len);
             uint32_t before = d->mmio.interrupt_status;
             msb_mmio_write(&d->mmio, offset, value, r->mmio.len);
-            if (vm->irqchip && (before != 0) != (d->mmio.interrupt_status != 0)) {
-                struct kvm_irq_level line = {.irq = MSB_VIRTIO_IRQ_BASE + i, .level = d->mmio.interrupt_status != 0};
-                ioctl(vm->vm, KVM_IRQ_LINE, &line); /* level-triggered until the driver acks */
-            }
+            msb_vm_device_irq(d, before);
         } else {
             value = msb_mmio_read(&d->mmio, offset, r->mmio.len);
             memcpy(r->mmio.data, &value, r->mmio.len);
         }
+        pthread_mutex_unlock(&d->lock);
         return 0;
     }
     return -1;

@@ -10,7 +10,7 @@ enum {
     MAGIC = 0x000, VERSION = 0x004, DEVICE_ID = 0x008, VENDOR_ID = 0x00c, DEVICE_FEATURES = 0x010,
     DEVICE_FEATURES_SEL = 0x014, DRIVER_FEATURES = 0x020, DRIVER_FEATURES_SEL = 0x024,
     QUEUE_SEL = 0x030, QUEUE_NUM_MAX = 0x034, QUEUE_NUM = 0x038, QUEUE_READY = 0x044,
-    QUEUE_NOTIFY = 0x050, INTERRUPT_STATUS = 0x060, INTERRUPT_ACK = 0x064, STATUS = 0x070,
+    QUEUE_NOTIFY = MSB_MMIO_QUEUE_NOTIFY, INTERRUPT_STATUS = 0x060, INTERRUPT_ACK = 0x064, STATUS = 0x070,
     QUEUE_DESC_LOW = 0x080, QUEUE_DESC_HIGH = 0x084, QUEUE_DRIVER_LOW = 0x090, QUEUE_DRIVER_HIGH = 0x094,
     QUEUE_DEVICE_LOW = 0x0a0, QUEUE_DEVICE_HIGH = 0x0a4, CONFIG_GENERATION = 0x0fc, CONFIG = 0x100,
 };
@@ -73,7 +73,7 @@ uint32_t msb_mmio_read(struct msb_mmio *m, uint32_t offset, uint32_t size) {
     }
 }
 
-static void notify(struct msb_mmio *m, uint32_t index) {
+void msb_mmio_notify(struct msb_mmio *m, uint32_t index) {
     if (index >= m->num_queues || !m->queue_ready[index] || !(m->status & MSB_VIRTIO_STATUS_DRIVER_OK) ||
         (m->status & MSB_VIRTIO_STATUS_NEEDS_RESET))
         return;
@@ -104,7 +104,7 @@ void msb_mmio_write(struct msb_mmio *m, uint32_t offset, uint32_t value, uint32_
     case QUEUE_READY:
         if (q) m->queue_ready[m->queue_sel] = value == 1 && q->size && !(q->size & (q->size - 1));
         break;
-    case QUEUE_NOTIFY: notify(m, value); break;
+    case QUEUE_NOTIFY: msb_mmio_notify(m, value); break;
     case INTERRUPT_ACK: m->interrupt_status &= ~value; break;
     case STATUS:
         if (value == 0) {

@@ -9,6 +9,7 @@
 #include "vmm/virtqueue.h"
 
 #define MSB_MMIO_SIZE 0x200u       /* registers + device config, per device */
+#define MSB_MMIO_QUEUE_NOTIFY 0x050u
 #define MSB_MMIO_MAX_QUEUES 2u
 #define MSB_VIRTIO_F_VERSION_1 (1ull << 32)
 #define MSB_VIRTIO_STATUS_FEATURES_OK 8u
@@ -37,5 +38,8 @@ void msb_mmio_init(struct msb_mmio *m, uint32_t device_id, uint64_t features, ui
                    const struct msb_guest_mem *mem);
 uint32_t msb_mmio_read(struct msb_mmio *m, uint32_t offset, uint32_t size);
 void msb_mmio_write(struct msb_mmio *m, uint32_t offset, uint32_t value, uint32_t size);
+/* Serves queue `index` if the driver made it live, and raises the interrupt status it earned. The
+ * QueueNotify register calls it; so does a device thread woken by the same write via ioeventfd. */
+void msb_mmio_notify(struct msb_mmio *m, uint32_t index);
 
 #endif

@@ -3,11 +3,15 @@ they stay a few dozen instructions)."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
 
 import pytest
 
 from microsandbox import InvalidConfigError, VmError
 from microsandbox.vmm import Vm
+
+from .guests import COM1, assemble, driver_setup, stop_with
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="needs a usable /dev/kvm")
@@ -131,3 +135,106 @@ def test_device_windows_must_lie_outside_ram() -> None:
         vm.add_disk(0x80000, [])
         with pytest.raises(InvalidConfigError, match="overlap"):
             vm.add_disk(0x80000, [])
+
+
+def test_long_mode_guest_prints_and_stops() -> None:
+    code = assemble(f"""
+        lea rsi, [rip + message]
+        mov ecx, 12
+        mov dx, {COM1}
+    1:  lodsb
+        out dx, al
+        loop 1b
+        mov rax, 0x123456789
+        shr rax, 32             # only a 64-bit register keeps the high half
+        {stop_with("al")}
+    message: .ascii "64-bit hello"
+    """)
+    with Vm(1 << 20) as vm:
+        vm.load(0x1000, code)
+        vm.enter_long_mode(0x1000, rsp=0x8000)
+        result = vm.run()
+    assert result.stopped and result.stop_value == 1
+    assert result.console == b"64-bit hello"
+
+
+CONSOLE = 0x100000                     # the console's register window, just above 1 MiB of RAM
+RX_DESC, RX_AVAIL, RX_USED, RX_BUF = 0x2000, 0x2100, 0x2200, 0x4000
+TX_DESC, TX_AVAIL, TX_USED, TX_BUF = 0x3000, 0x3100, 0x3200, 0x5000
+
+
+def console_memory(sent: bytes) -> bytes:
+    """One 64-byte receive buffer posted on queue 0, ``sent`` queued for transmit on queue 1."""
+    mem = bytearray(0x6000)
+    struct.pack_into("<QIHH", mem, RX_DESC, RX_BUF, 64, 2, 0)     # device-writable
+    struct.pack_into("<HHH", mem, RX_AVAIL, 0, 1, 0)
+    struct.pack_into("<QIHH", mem, TX_DESC, TX_BUF, len(sent), 0, 0)
+    struct.pack_into("<HHH", mem, TX_AVAIL, 0, 1, 0)
+    mem[TX_BUF:TX_BUF + len(sent)] = sent
+    return bytes(mem)
+
+
+def console_guest() -> bytes:
+    """Kick both queues, wait for the receive buffer to come back used, print what it holds, and
+    stop with 7 once the transmit buffer is back as well."""
+    return assemble(driver_setup(CONSOLE, [(8, RX_DESC, RX_AVAIL, RX_USED), (8, TX_DESC, TX_AVAIL, TX_USED)]) + f"""
+        mov dword ptr [rbx + 0x50], 1      # transmitq
+        mov dword ptr [rbx + 0x50], 0      # receiveq
+        mov ecx, 50000000
+    1:  cmp word ptr [{RX_USED + 2}], 1
+        je 2f
+        pause
+        loop 1b
+        {stop_with(1)}
+    2:  mov ecx, dword ptr [{RX_USED + 8}]  # bytes the device wrote
+        mov rsi, {RX_BUF}
+        mov dx, {COM1}
+    3:  lodsb
+        out dx, al
+        loop 3b
+        mov ecx, 50000000
+    4:  cmp word ptr [{TX_USED + 2}], 1 # the transmit buffer came back too
+        je 5f
+        pause
+        loop 4b
+        {stop_with(2)}
+    5:  {stop_with(7)}
+    """)
+
+
+def test_guest_talks_to_the_host_over_virtio_console() -> None:
+    """Real KVM_RUN: the guest's transmit buffer reaches the host socket, and bytes the host sent
+    land in the guest's receive buffer, moved by the device thread (kicked through ioeventfd)."""
+    host, device = socket.socketpair()
+    with host, device:
+        host.sendall(b"pong from the host")
+        with Vm(1 << 20) as vm:
+            index = vm.add_console(CONSOLE, device)
+            vm.load(0, console_memory(b"ping from the guest"))
+            vm.load(0x1000, console_guest())
+            vm.enter_long_mode(0x1000, rsp=0x8000)
+            result = vm.run()
+            moved = vm.console_bytes(index)
+        host.settimeout(5)
+        assert host.recv(100) == b"ping from the guest"
+    assert result.stopped and result.stop_value == 7, result
+    assert result.console == b"pong from the host"
+    assert moved == (len(b"pong from the host"), len(b"ping from the guest"))
+    assert result.mmio_exits == 25       # the register writes of the driver sequence; the kicks went by ioeventfd
+
+
+def test_console_input_waits_for_a_receive_buffer() -> None:
+    """Bytes that arrive before the guest posts a buffer are kept, not dropped, and a peer that
+    hangs up does not stop the guest's transmissions from completing."""
+    host, device = socket.socketpair()
+    with device:
+        host.sendall(b"early")
+        host.close()
+        with Vm(1 << 20) as vm:
+            vm.add_console(CONSOLE, device)
+            vm.load(0, console_memory(b"nobody listens"))
+            vm.load(0x1000, console_guest())
+            vm.enter_long_mode(0x1000, rsp=0x8000)
+            result = vm.run()
+    assert result.stopped and result.stop_value == 7
+    assert result.console == b"early"

@@ -14,52 +14,7 @@ from hypothesis import strategies as st
 from microsandbox._core.diskprobe import flat_extents
 from microsandbox._vmm import ffi, lib
 
-DESC, AVAIL, USED, DATA = 0x1000, 0x2000, 0x3000, 0x10000
-IN, OUT, FLUSH, GET_ID = 0, 1, 4, 8
-NEXT, WRITE = 1, 2
-
-
-class Guest:
-    """Guest RAM with one queue laid out the way a driver would."""
-
-    def __init__(self, ram: int = 4 << 20, size: int = 16) -> None:
-        self.ram = ffi.new("uint8_t[]", ram)
-        self.view = memoryview(ffi.buffer(self.ram))
-        self.mem = ffi.new("struct msb_guest_mem *", {"host": self.ram, "size": ram})
-        self.q = ffi.new("struct msb_vq *", {"size": size, "desc": DESC, "avail": AVAIL, "used": USED})
-        self.size, self.next_desc, self.avail_idx, self.free = size, 0, 0, DATA
-
-    def alloc(self, n: int) -> int:
-        gpa, self.free = self.free, self.free + (n + 15) // 16 * 16
-        return gpa
-
-    def submit(self, bufs: list[tuple[int, int, bool]]) -> int:
-        head = self.next_desc
-        for i, (gpa, length, writable) in enumerate(bufs):
-            idx = (head + i) % self.size
-            flags = (WRITE if writable else 0) | (NEXT if i + 1 < len(bufs) else 0)
-            struct.pack_into("<QIHH", self.view, DESC + 16 * idx, gpa, length, flags, (idx + 1) % self.size)
-        self.next_desc = (head + len(bufs)) % self.size
-        struct.pack_into("<H", self.view, AVAIL + 4 + 2 * (self.avail_idx % self.size), head)
-        self.avail_idx += 1
-        struct.pack_into("<H", self.view, AVAIL + 2, self.avail_idx & 0xFFFF)
-        return head
-
-    def request(self, kind: int, sector: int, length: int, data: bytes | None = None) -> tuple[int, int]:
-        """Queue one request; returns (header gpa, data gpa); status byte right after the data."""
-        header = self.alloc(16)
-        struct.pack_into("<IIQ", self.view, header, kind, 0, sector)
-        buf = self.alloc(length + 1)
-        if data is not None:
-            self.view[buf:buf + len(data)] = data
-        bufs = [(header, 16, False)] + ([(buf, length, kind != OUT)] if length else []) + [(buf + length, 1, True)]
-        self.submit(bufs)
-        return header, buf
-
-    def used(self) -> list[tuple[int, int]]:
-        idx = struct.unpack_from("<H", self.view, USED + 2)[0]
-        return [struct.unpack_from("<II", self.view, USED + 4 + 8 * (i % self.size)) for i in range(idx)]
-
+from .virtq import AVAIL, DATA, DESC, FLUSH, GET_ID, IN, NEXT, OUT, USED, Guest
 
 def blk(paths: list[tuple[Path, int, int]], read_only: bool = True):
     b = ffi.new("struct msb_blk *")
