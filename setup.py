@@ -14,7 +14,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-AGENT_SOURCES = ["csrc/agent/agent.c"]
+AGENT_SOURCES = sorted(glob.glob("csrc/agent/*.c"))
 
 
 def _have_header(name: str) -> bool:

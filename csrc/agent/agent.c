@@ -1,5 +1,6 @@
-/* msb-agent: PID 1 of a sandbox. Serves one exec per connection on a Unix stream socket with the
- * framed protocol of docs/protocol.md. Each connection gets its own session process, which starts
+/* msb-agent: PID 1 of a sandbox. Serves one exec per connection with the framed protocol of
+ * docs/protocol.md, on a Unix stream socket (namespace backend) or on the multiplexed virtio-console
+ * channel (microVM, channel.c and vminit.c). Each connection gets its own session process, which starts
  * the command in a new session (its own process group), relays stdin/stdout/stderr as frames and
  * reports the exit status; PID 1 itself only accepts connections and reaps orphans. Built static
  * so it runs in any image. */
@@ -19,13 +20,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "protocol.h"
 
 extern char **environ;
 
 /* ---- frame I/O ------------------------------------------------------------------------------ */
 
-static int read_full(int fd, void *buf, size_t n) {
+int read_full(int fd, void *buf, size_t n) {
     char *p = buf;
     while (n) {
         ssize_t r = read(fd, p, n);
@@ -37,7 +39,7 @@ static int read_full(int fd, void *buf, size_t n) {
     return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t n) {
+int write_full(int fd, const void *buf, size_t n) {
     const char *p = buf;
     while (n) {
         ssize_t w = write(fd, p, n);
@@ -374,9 +376,42 @@ static void reap(int sig) {
     errno = saved;
 }
 
+pid_t fork_session(int conn, const int *close_in_child, size_t n) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (size_t i = 0; i < n; i++) close(close_in_child[i]);
+        struct sigaction dfl = {0};
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGCHLD, &dfl, NULL);
+        session(conn);
+        graceful_close(conn);
+        _exit(0);
+    }
+    return pid;
+}
+
+static int listen_on(const char *path) {
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) {
+        fprintf(stderr, "msb-agent: socket path too long\n");
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    unlink(path);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) || listen(lfd, 128)) {
+        perror("msb-agent: listen");
+        return -1;
+    }
+    return lfd;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3 || strcmp(argv[1], "--listen")) {
-        fprintf(stderr, "usage: msb-agent --listen SOCKET\n");
+    int vm = argc == 2 && strcmp(argv[1], "--vm") == 0;
+    int listen_mode = argc == 3 && strcmp(argv[1], "--listen") == 0;
+    int fd_mode = argc == 3 && strcmp(argv[1], "--channel-fd") == 0;
+    if (!vm && !listen_mode && !fd_mode) {
+        fprintf(stderr, "usage: msb-agent --listen SOCKET | --channel-fd FD | --vm\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -384,31 +419,17 @@ int main(int argc, char **argv) {
     sa.sa_handler = reap;
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, NULL);
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(argv[2]) >= sizeof addr.sun_path) {
-        fprintf(stderr, "msb-agent: socket path too long\n");
-        return 2;
+    if (vm || fd_mode) {
+        int fd = vm ? vm_init() : atoi(argv[2]);
+        if (fd < 0) return 1;
+        return serve_channel(fd) ? 1 : 0;
     }
-    strcpy(addr.sun_path, argv[2]);
-    unlink(argv[2]);
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) || listen(lfd, 128)) {
-        perror("msb-agent: listen");
-        return 1;
-    }
+    int lfd = listen_on(argv[2]);
+    if (lfd < 0) return 1;
     for (;;) {
         int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (conn < 0) continue;
-        pid_t pid = fork();
-        if (pid == 0) {
-            close(lfd);
-            struct sigaction dfl = {0};
-            dfl.sa_handler = SIG_DFL;
-            sigaction(SIGCHLD, &dfl, NULL);
-            session(conn);
-            graceful_close(conn);
-            _exit(0);
-        }
+        fork_session(conn, &lfd, 1);
         close(conn);
     }
 }
