@@ -20,7 +20,7 @@ from .errors import VmError
 from .kernel import build_kernel
 from .kvm_host import kvm_status
 from .layers import convert_layer
-from .vmboot import kernel_cmdline, prepare
+from .vmboot import Disk, kernel_cmdline, prepare
 from .vmm import Vm
 
 MOUNTED = b"VFS: Mounted root (erofs filesystem)"
@@ -47,8 +47,8 @@ def run_selftest(kernel: Path | None = None, ram_bytes: int = 256 << 20) -> dict
         compose_image(layers, work / "fsmeta" / "image.erofs", work / "image.vmdk")
         started = time.perf_counter()
         with Vm(ram_bytes, irqchip=True) as vm:
-            fds = prepare(vm, vmlinux, disk=work / "image.vmdk", ram_bytes=ram_bytes,
-                          cmdline=kernel_cmdline(root_erofs=True, extra="init=/lower-script"))
+            fds = prepare(vm, vmlinux, disks=[Disk(work / "image.vmdk")], ram_bytes=ram_bytes,
+                          cmdline=kernel_cmdline(devices=1, root_erofs=True, extra="init=/lower-script"))
             setup_ms = (time.perf_counter() - started) * 1000
             report: dict[str, Any] = {"kvm": str(kind), "kernel": str(vmlinux), "monitor_setup_ms": round(setup_ms, 2),
                                       "root_mounted": False, "file_read": False}

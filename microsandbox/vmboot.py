@@ -1,21 +1,26 @@
-"""Booting the guest kernel: the vmlinux's PVH entry, the image's stitched disk as /dev/vda.
+"""Booting the guest kernel: the vmlinux's PVH entry, disks and the agent channel as virtio-mmio.
 
 The monitor loads every PT_LOAD segment at its physical address, writes ``hvm_start_info`` with an
-e820 memory map and the command line, attaches the VMDK's FLAT extents as a virtio-mmio
-virtio-blk device, and starts the vCPU in 32-bit flat mode at the entry (spec vmm.md 2.3).
+e820 memory map, the command line and (for sandboxes) the initramfs holding the agent, attaches the
+disks (a VMDK's FLAT extents or a raw file) and the virtio-console, and starts the vCPU in 32-bit
+flat mode at the entry (spec vmm.md 2.3). Device i has its window at ``device_window(i)`` and
+interrupts on IRQ 5 + i; the kernel learns both from the command line.
 """
 from __future__ import annotations
 
 import os
+import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._core.diskprobe import flat_extents
+from .errors import InvalidConfigError
 from .kernel import pvh_entry
-from .vmm import RunResult, Vm
+from .vmm import Vm
 
-START_INFO, MEMMAP, CMDLINE = 0x6000, 0x6100, 0x7000
-DISK_BASE = 0xD0000000
+START_INFO, MEMMAP, MODLIST, CMDLINE = 0x6000, 0x6100, 0x6200, 0x7000
+DEVICE_BASE, DEVICE_STRIDE = 0xD0000000, 0x1000
 PVH_MAGIC = 0x336EC578
 E820_RAM = 1
 # kvm-pvm emulates ring 0: hide CPU features whose instructions its emulator cannot run, and the
@@ -24,56 +29,83 @@ PVM_FLAGS = ("noxsave mitigations=off init_on_alloc=0 clearcpuid=smap,cx16,fsgsb
              "popcnt,erms,fsrm,ssse3,sse4_1,sse4_2,aes,pclmulqdq,sha_ni,gfni,vaes")
 
 
-def kernel_cmdline(*, root_erofs: bool, extra: str = "") -> str:
-    disk = f"virtio_mmio.device=512@0x{DISK_BASE:x}:5"
+@dataclass(frozen=True)
+class Disk:
+    """A guest disk: a VMDK (its FLAT extents, stitched) or a raw file."""
+
+    path: Path
+    read_only: bool = True
+
+
+def device_window(index: int) -> int:
+    return DEVICE_BASE + index * DEVICE_STRIDE
+
+
+def kernel_cmdline(*, devices: int, root_erofs: bool = False, extra: str = "", init_args: str = "") -> str:
+    """The command line for ``devices`` virtio-mmio devices; ``init_args`` go to init (after ``--``)."""
+    windows = " ".join(f"virtio_mmio.device=512@0x{device_window(i):x}:{5 + i}" for i in range(devices))
     root = "root=/dev/vda rootfstype=erofs ro" if root_erofs else ""
-    return " ".join(p for p in ("console=ttyS0 nokaslr panic=-1 tsc=reliable", PVM_FLAGS, disk, root, extra) if p)
+    parts = ("console=ttyS0 nokaslr panic=-1 tsc=reliable", PVM_FLAGS, windows, root, extra,
+             f"-- {init_args}" if init_args else "")
+    return " ".join(p for p in parts if p)
 
 
-def _load_elf(vm: Vm, vmlinux: Path) -> None:
+def _load_elf(vm: Vm, vmlinux: Path) -> int:
+    """Loads the kernel's segments; returns the first byte above them."""
     data = vmlinux.read_bytes()
     phoff, = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    end = 0
     for i in range(phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", data, phoff + i * phentsize)
         if p_type == 1:   # PT_LOAD; the rest of memsz is zero because guest RAM starts zeroed
             vm.load(p_paddr, data[p_offset:p_offset + p_filesz])
+            end = max(end, p_paddr + p_memsz)
+    return end
 
 
-def prepare(vm: Vm, vmlinux: Path, *, disk: Path | None, cmdline: str, ram_bytes: int) -> list[int]:
-    """Load the kernel, start_info, memory map and command line, attach ``disk``, set the vCPU at
-    the PVH entry. Returns the disk's open fds, which must stay open while the VM runs."""
+def _extents(disk: Disk, fds: list[int]) -> list[tuple[int, int, int]]:
+    flags = (os.O_RDONLY if disk.read_only else os.O_RDWR) | os.O_CLOEXEC
+    if disk.path.suffix == ".vmdk":
+        parts = flat_extents(str(disk.path))
+    else:
+        parts = [(str(disk.path), 0, disk.path.stat().st_size // 512 * 512)]
+    out = []
+    for path, offset, length in parts:
+        fds.append(os.open(path, flags))
+        out.append((fds[-1], offset, length))
+    return out
+
+
+def prepare(vm: Vm, vmlinux: Path, *, disks: list[Disk], cmdline: str, ram_bytes: int,
+            console: socket.socket | None = None, initrd: bytes | None = None) -> list[int]:
+    """Load the kernel, start_info, memory map, command line and initramfs, attach the disks (in
+    order: /dev/vda, /dev/vdb, ...) and then the console, and set the vCPU at the PVH entry.
+    Returns the disks' open fds, which must stay open while the VM runs."""
     fds: list[int] = []
-    _load_elf(vm, vmlinux)
+    kernel_end = _load_elf(vm, vmlinux)
     vm.load(CMDLINE, cmdline.encode() + b"\0")
     memmap = struct.pack("<QQII", 0, 0x9FC00, E820_RAM, 0) + \
         struct.pack("<QQII", 0x100000, ram_bytes - 0x100000, E820_RAM, 0)
     vm.load(MEMMAP, memmap)
-    vm.load(START_INFO, struct.pack("<IIIIQQQQII", PVH_MAGIC, 1, 0, 0, 0, CMDLINE, 0, MEMMAP, 2, 0))
+    modules = 0
+    if initrd:
+        at = (ram_bytes - len(initrd)) & ~0xFFF      # at the top of RAM, clear of the kernel
+        if at < kernel_end + (16 << 20):
+            raise InvalidConfigError(f"{ram_bytes >> 20} MiB of guest RAM leave no room for a {len(initrd)}-byte initramfs")
+        vm.load(at, initrd)
+        vm.load(MODLIST, struct.pack("<QQQQ", at, len(initrd), 0, 0))
+        modules = 1
+    vm.load(START_INFO, struct.pack("<IIIIQQQQII", PVH_MAGIC, 1, 0, modules, MODLIST if modules else 0,
+                                    CMDLINE, 0, MEMMAP, 2, 0))
     try:
-        if disk is not None:
-            extents = []
-            for path, offset, length in flat_extents(str(disk)):
-                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-                extents.append((fds[-1], offset, length))
-            vm.add_disk(DISK_BASE, extents)
+        for i, disk in enumerate(disks):
+            vm.add_disk(device_window(i), _extents(disk, fds), read_only=disk.read_only)
+        if console is not None:
+            vm.add_console(device_window(len(disks)), console)
         vm.enter_pvh(pvh_entry(vmlinux), START_INFO)
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
     return fds
-
-
-def boot(vmlinux: Path, *, disk: Path | None, cmdline: str, ram_bytes: int = 256 << 20,
-         watch: bytes | None = None, max_exits: int = 50_000_000) -> RunResult:
-    """Boot ``vmlinux`` and run until ``watch`` appears on the console, the guest stops, or fails."""
-    with Vm(ram_bytes, irqchip=True) as vm:
-        fds = prepare(vm, vmlinux, disk=disk, cmdline=cmdline, ram_bytes=ram_bytes)
-        try:
-            if watch:
-                vm.watch(watch)
-            return vm.run(max_exits)
-        finally:
-            for fd in fds:
-                os.close(fd)

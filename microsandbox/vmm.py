@@ -101,13 +101,21 @@ class Vm:
         """Run until the guest stops or halts; ``VmError`` for a fault or too many exits."""
         err = ffi.new("char[]", _ERR)
         rc = lib.msb_vm_run(self._vm, max_exits, err, _ERR)
+        if rc < 0:
+            raise VmError(ffi.string(err).decode(), console=self.console_output())
+        return RunResult(stopped=rc == lib.MSB_VM_STOPPED, stop_value=self._vm.stop_value,
+                         console=self.console_output(), io_exits=self._vm.io_exits,
+                         mmio_exits=self._vm.mmio_exits)
+
+    def exit_counts(self) -> tuple[int, int]:
+        """Port I/O and MMIO exits so far (readable while the vCPU runs)."""
+        return self._vm.io_exits, self._vm.mmio_exits
+
+    def console_output(self) -> bytes:
+        """What the guest has written to its 16550 console so far (the kernel log)."""
         out = ffi.new("const uint8_t **")
         n = lib.msb_vm_console(self._vm, out)
-        if rc < 0:
-            raise VmError(ffi.string(err).decode(), console=bytes(ffi.buffer(out[0], n)))
-        return RunResult(stopped=rc == lib.MSB_VM_STOPPED, stop_value=self._vm.stop_value,
-                         console=bytes(ffi.buffer(out[0], n)), io_exits=self._vm.io_exits,
-                         mmio_exits=self._vm.mmio_exits)
+        return bytes(ffi.buffer(out[0], n))
 
     def close(self) -> None:
         """Destroy the VM now (its fds and memory), instead of when it is garbage-collected."""

@@ -406,12 +406,26 @@ static int listen_on(const char *path) {
     return lfd;
 }
 
+/* Waits until `fd` reads end-of-file (every writer gone: the sandbox's creator ended, however it
+ * ended), then becomes `program`, which tears the sandbox down. Costs nothing while it waits. */
+static int on_eof(int fd, char **program) {
+    char buf[64];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) != 0)
+        if (r < 0 && errno != EINTR) break;
+    close(fd);
+    execv(program[0], program);
+    perror("msb-agent: exec");
+    return 127;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 4 && strcmp(argv[1], "--on-eof") == 0) return on_eof(atoi(argv[2]), argv + 3);
     int vm = argc == 2 && strcmp(argv[1], "--vm") == 0;
     int listen_mode = argc == 3 && strcmp(argv[1], "--listen") == 0;
     int fd_mode = argc == 3 && strcmp(argv[1], "--channel-fd") == 0;
     if (!vm && !listen_mode && !fd_mode) {
-        fprintf(stderr, "usage: msb-agent --listen SOCKET | --channel-fd FD | --vm\n");
+        fprintf(stderr, "usage: msb-agent --listen SOCKET | --channel-fd FD | --vm | --on-eof FD PROGRAM [ARG...]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -2,7 +2,8 @@
 
 The microVM (``isolation="vm"``) is the default and is never swapped for something weaker behind
 the user's back: where it cannot run, ``create`` raises ``KvmUnavailableError`` naming
-``isolation="namespace"``, the explicit opt-in to the runc backend.
+``isolation="namespace"``, the explicit opt-in to the runc backend. Either way a sandbox lives no
+longer than the process that created it (``lifeline``).
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from pathlib import Path
 
 from .. import image_cache
 from ..cache import Cache
-from ..errors import (InvalidConfigError, SandboxAlreadyExistsError, SandboxNotRunningError,
-                      UnsupportedError)
+from ..errors import (InvalidConfigError, SandboxAlreadyExistsError, SandboxNotFoundError,
+                      SandboxNotRunningError, UnsupportedError)
 from ..image import Image, disk_format_from_name
 from ..image_types import ImageSource, PullPolicy
 from ..kvm_host import require_guest_userspace
 from ..pull import pull_image
 from ..rootfs import ImageRootfs
-from . import namespace, protocol, records
+from . import microvm, namespace, protocol, records
 from .protocol import ExecOutput
 from .records import SandboxInfo, SandboxRecord
 
@@ -116,27 +117,31 @@ def _create(name: str, image: str | ImageSource, memory: int, cpus: float, env: 
     source = _source(image)
     if isolation == "vm":
         require_guest_userspace(guest_kernel_is_pvm=bool(os.environ.get("MSB_KERNEL_PVM")))
-        raise UnsupportedError("sandboxes cannot run in the microVM yet: the monitor boots the guest kernel but "
-                               "its agent channel (virtio-console) is not built (issue #4); pass "
-                               "isolation=\"namespace\" to run this sandbox in Linux namespaces")
     rootfs = _rootfs(source, policy)
     folder = records.folder_of(name)
     folder.mkdir(parents=True)
     config = rootfs.config
     record = SandboxRecord(
-        name=name, backend="namespace", reference=rootfs.reference, manifest_digest=rootfs.manifest_digest or None,
+        name=name, backend=isolation, reference=rootfs.reference, manifest_digest=rootfs.manifest_digest or None,
         state="starting", pid=None, created_at=time.time() * 1000,
         config={"env": env, "workdir": workdir or (config.working_dir if config else None),
                 "user": config.user if config else None, "image_env": list(config.env) if config else [],
                 "memory": memory, "cpus": cpus})
     record.save()   # the image is in use from here on, even while the sandbox starts
+    supervisor = None
     try:
-        pid = namespace.start(folder, name, lowers=list(rootfs.layers), upper_size_mib=source._upper_size_mib,
-                              memory_mib=memory, cpus=cpus, hostname=name)
+        if isolation == "vm":
+            pid = microvm.start(folder, name, rootfs=rootfs, upper_size_mib=source._upper_size_mib,
+                                memory_mib=memory, cpus=cpus, hostname=name)
+        else:
+            pid = namespace.start(folder, name, lowers=list(rootfs.layers), upper_size_mib=source._upper_size_mib,
+                                  memory_mib=memory, cpus=cpus, hostname=name)
+            supervisor = namespace.supervise(folder, name)
     except BaseException:
+        _stop_backend(record)
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    record = replace(record, state="running", pid=pid)
+    record = replace(record, state="running", pid=pid, config={**record.config, "supervisor": supervisor})
     record.save()
     return Sandbox(record)
 
@@ -169,16 +174,33 @@ def _rootfs(source: ImageSource, policy: PullPolicy) -> ImageRootfs:
     raise UnsupportedError("disk image sources are not supported by the namespace backend yet")
 
 
+def _stop_backend(record: SandboxRecord, *, supervisor: bool = True) -> None:
+    if record.backend == "vm":
+        microvm.stop(record.folder, record.name, record.pid)
+    else:
+        namespace.stop(record.folder, record.name, record.config.get("supervisor") if supervisor else None)
+
+
 def _stop(record: SandboxRecord) -> SandboxRecord:
-    namespace.stop(record.folder, record.name)
+    _stop_backend(record)
     stopped = replace(record, state="stopped", pid=None)
     stopped.save()
     return stopped
 
 
 def _remove(name: str) -> None:
+    remove_sandbox(name)
+
+
+def remove_sandbox(name: str, *, supervisor: bool = True) -> None:
+    """Stop and delete sandbox ``name``; ``supervisor=False`` when the supervisor itself calls."""
     folder = records.folder_of(name)
-    namespace.stop(folder, name)
+    try:
+        record = records.load(name)
+    except SandboxNotFoundError:   # no (readable) record: clean up whatever a namespace start left
+        record = SandboxRecord(name=name, backend="namespace", reference=None, manifest_digest=None,
+                               state="stopped", pid=None, created_at=0)
+    _stop_backend(record, supervisor=supervisor)
     for leftover in ("rootfs", "upper"):
         if os.path.ismount(folder / leftover):
             raise SandboxNotRunningError(f"cannot unmount {folder / leftover}; it is still busy", name=name)

@@ -13,12 +13,15 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from ..errors import InvalidConfigError, MicrosandboxError, UnsupportedError
 from ..fsutil import atomic_output
+from . import lifeline
 
 AGENT_IN_SANDBOX = "/.msb/msb-agent"
 SOCKET_DIR_IN_SANDBOX = "/run/msb"
@@ -78,6 +81,15 @@ def start(folder: Path, name: str, *, lowers: list[Path], upper_size_mib: int | 
         raise
 
 
+def make_upper_disk(folder: Path, size_mib: int) -> Path:
+    """A sparse ext4 file of ``size_mib`` for the writable upper (both backends use it)."""
+    disk = folder / "upper.ext4"
+    with open(disk, "wb") as f:
+        f.truncate(size_mib << 20)
+    _run("mke2fs", "-q", "-F", "-t", "ext4", disk, what="formatting the writable upper")
+    return disk
+
+
 def _mount_root(folder: Path, lowers: list[Path], upper_size_mib: int | None) -> Path:
     layers = []
     for i, image in enumerate(lowers):
@@ -91,10 +103,7 @@ def _mount_root(folder: Path, lowers: list[Path], upper_size_mib: int | None) ->
     upper = folder / "upper"
     upper.mkdir(exist_ok=True)
     if upper_size_mib:
-        disk = folder / "upper.ext4"
-        with open(disk, "wb") as f:
-            f.truncate(upper_size_mib << 20)
-        _run("mke2fs", "-q", "-F", "-t", "ext4", disk, what="formatting the writable upper")
+        disk = make_upper_disk(folder, upper_size_mib)
         _run("mount", "-o", "loop", disk, upper, what="mounting the writable upper")
     else:
         _run("mount", "-t", "tmpfs", "-o", "mode=0755", "msb-upper", upper, what="mounting the writable upper")
@@ -158,8 +167,33 @@ def _wait_for_socket(sock: Path, pid: int) -> None:
         time.sleep(0.001)
 
 
-def stop(folder: Path, name: str) -> None:
+def supervise(folder: Path, name: str) -> int:
+    """Start the sandbox's supervisor: it waits, costing nothing, until the lifeline ends and then
+    runs the teardown. Returns its pid."""
+    read_end = lifeline.new(name)
+    try:
+        with open(folder / "supervisor.log", "wb") as log:
+            waiter = subprocess.Popen([str(agent_binary()), "--on-eof", str(read_end), sys.executable, "-m",
+                                       "microsandbox.sandbox.teardown", name],
+                                      pass_fds=(read_end,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                      start_new_session=True)
+    finally:
+        os.close(read_end)
+    return waiter.pid
+
+
+def _end_supervisor(pid: int | None) -> None:
+    try:
+        if pid and b"--on-eof" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def stop(folder: Path, name: str, supervisor: int | None = None) -> None:
     """Kill the container and undo every mount; safe to call on a half-started or dead sandbox."""
+    lifeline.release(name)
+    _end_supervisor(supervisor)
     cid = container_id(name)
     subprocess.run(["runc", "kill", cid, "KILL"], capture_output=True)
     deadline = time.monotonic() + 5

@@ -47,13 +47,17 @@ class SandboxRecord(SandboxInfo):
             out.write(json.dumps(asdict(self), sort_keys=True).encode())
 
     def alive(self) -> bool:
-        """True while the sandbox's init process exists (its pid is not reused by another)."""
+        """True while the sandbox's process (the agent, or the microVM's monitor) exists, and its
+        pid is not reused by another program."""
         if self.state != "running" or not self.pid:
             return False
         try:
-            return Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0", 1)[0].endswith(b"msb-agent")
+            argv = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
+        if self.backend == "vm":
+            return b"microsandbox.sandbox.monitor" in argv
+        return argv[0].endswith(b"msb-agent")
 
 
 def check_name(name: str) -> str:

@@ -123,21 +123,34 @@ def test_images_in_use_and_records(registry: Registry, msb_home: Path) -> None:
 
 
 def test_a_dead_sandbox_reads_as_stopped_and_is_cleaned(registry: Registry, msb_home: Path) -> None:
-    code = (f"import asyncio, os, microsandbox; sb = asyncio.run(microsandbox.Sandbox.create('orphan', "
-            f"image='{registry.host}/test/busybox:1', isolation='namespace')); os.kill(os.getpid(), 9)")
-    child = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MSB_HOME": str(msb_home)})
-    assert child.returncode == -9
-    infos = run(Sandbox.list())
-    assert [(i.name, i.state) for i in infos] == [("orphan", "running")]
-    subprocess.run(["runc", "kill", "msb-orphan", "KILL"], check=True)
+    sb = run(_create(registry, "dies"))
+    subprocess.run(["runc", "kill", "msb-dies", "KILL"], check=True)
     for _ in range(200):
         if run(Sandbox.list())[0].state == "stopped":
             break
         run(asyncio.sleep(0.01))
     assert run(Sandbox.list())[0].state == "stopped"
-    sb = run(_create(registry, "orphan"))   # the name is free again once its leftovers are cleaned
+    with pytest.raises(SandboxNotRunningError):
+        run(sb.exec("true"))
+    sb = run(_create(registry, "dies"))   # the name is free again once its leftovers are cleaned
     run(Sandbox.remove(sb.name))
     assert leftovers(str(msb_home)) == []
+
+
+def test_a_killed_creator_leaves_nothing_behind(registry: Registry, msb_home: Path) -> None:
+    code = (f"import asyncio, os, microsandbox; sb = asyncio.run(microsandbox.Sandbox.create('orphan', "
+            f"image='{registry.host}/test/busybox:1', isolation='namespace')); print('up', flush=True); "
+            "os.kill(os.getpid(), 9)")
+    child = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MSB_HOME": str(msb_home)},
+                           capture_output=True, text=True)
+    assert child.returncode == -9 and child.stdout == "up\n", child.stderr
+    for _ in range(1000):
+        if not run(Sandbox.list()) and not leftovers(str(msb_home)):
+            break
+        run(asyncio.sleep(0.01))
+    assert run(Sandbox.list()) == []
+    assert leftovers(str(msb_home)) == []
+    assert not os.path.isdir(f"/sys/fs/cgroup/memory/msb/orphan")
 
 
 def test_default_isolation_refuses_on_kvm_pvm(registry: Registry, msb_home: Path, monkeypatch) -> None:

@@ -16,9 +16,10 @@ def test_fragment_asks_for_what_the_vm_needs() -> None:
     wanted = parse_config(FRAGMENT.read_text())
     for option in ("CONFIG_PVH", "CONFIG_KVM_GUEST", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES",
                    "CONFIG_VIRTIO_BLK", "CONFIG_VIRTIO_CONSOLE", "CONFIG_EROFS_FS", "CONFIG_EROFS_FS_XATTR",
-                   "CONFIG_OVERLAY_FS", "CONFIG_EXT4_FS", "CONFIG_TMPFS", "CONFIG_DEVTMPFS", "CONFIG_CGROUPS"):
+                   "CONFIG_OVERLAY_FS", "CONFIG_EXT4_FS", "CONFIG_TMPFS", "CONFIG_DEVTMPFS", "CONFIG_CGROUPS",
+                   "CONFIG_BLK_DEV_INITRD", "CONFIG_UNIX"):
         assert wanted[option] == "y", option
-    for option in ("CONFIG_MODULES", "CONFIG_PCI", "CONFIG_ACPI", "CONFIG_NET"):
+    for option in ("CONFIG_MODULES", "CONFIG_PCI", "CONFIG_ACPI", "CONFIG_INET"):
         assert wanted[option] is None, option
 
 
