@@ -1,6 +1,9 @@
 """microsandbox: OCI images to ready-to-boot microVM root filesystems, and the sandboxes that run them."""
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     CacheCorruptError,
     ExecTimeoutError,
@@ -19,19 +22,35 @@ from .errors import (
     UnsupportedError,
     VmError,
 )
-from .image import Image
-from .pull import PullEvent
-from .sandbox import ExecOutput, Sandbox, SandboxInfo
-from .image_types import (
-    DiskImageFormat,
-    ImageConfigDetail,
-    ImageDetail,
-    ImageHandle,
-    ImageLayerDetail,
-    ImagePruneReport,
-    ImageSource,
-    PullPolicy,
-)
+
+if TYPE_CHECKING:   # what the lazy names below are, for type checkers and editors
+    from .image import Image
+    from .image_types import (DiskImageFormat, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail,
+                              ImagePruneReport, ImageSource, PullPolicy)
+    from .pull import PullEvent
+    from .sandbox import ExecOutput, Sandbox, SandboxInfo
+
+# Everything else loads on first use (PEP 562), so that a process needing only part of the package
+# (the microVM monitor, the CLI's quick commands) does not pay for importing all of it.
+_LAZY = {
+    "Image": ".image", "PullEvent": ".pull", "Sandbox": ".sandbox.api", "SandboxInfo": ".sandbox.records",
+    "ExecOutput": ".sandbox.protocol", "DiskImageFormat": ".image_types", "ImageConfigDetail": ".image_types",
+    "ImageDetail": ".image_types", "ImageHandle": ".image_types", "ImageLayerDetail": ".image_types",
+    "ImagePruneReport": ".image_types", "ImageSource": ".image_types", "PullPolicy": ".image_types",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "CacheCorruptError",

@@ -192,8 +192,8 @@ def _end_supervisor(pid: int | None) -> None:
 
 def stop(folder: Path, name: str, supervisor: int | None = None) -> None:
     """Kill the container and undo every mount; safe to call on a half-started or dead sandbox."""
+    _end_supervisor(supervisor)   # first: once the lifeline is released, it would start a teardown
     lifeline.release(name)
-    _end_supervisor(supervisor)
     cid = container_id(name)
     subprocess.run(["runc", "kill", cid, "KILL"], capture_output=True)
     deadline = time.monotonic() + 5

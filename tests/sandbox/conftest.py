@@ -7,6 +7,9 @@ import subprocess
 
 import pytest
 
+from microsandbox import KvmUnavailableError
+from microsandbox.kvm_host import require_guest_userspace
+
 
 @pytest.fixture(autouse=True)
 def namespace_backend_available() -> None:
@@ -16,9 +19,36 @@ def namespace_backend_available() -> None:
         pytest.skip("runc is not installed (make installs it)")
 
 
+@pytest.fixture(params=["namespace", "vm"])
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per backend; the microVM where this host's KVM runs guest user space."""
+    if request.param == "vm":
+        try:
+            require_guest_userspace(guest_kernel_is_pvm=bool(os.environ.get("MSB_KERNEL_PVM")))
+        except KvmUnavailableError as exc:
+            pytest.skip(f"the microVM backend cannot run sandboxes here: {exc}")
+    monkeypatch.setenv("MSB_ISOLATION", request.param)
+    return request.param
+
+
 def leftovers(home: str) -> list[str]:
-    """Mounts, runc containers and cgroups that belong to sandboxes under ``home``."""
+    """Mounts, runc containers and processes (microVM monitors, supervisors) that belong to
+    sandboxes under ``home``."""
     mounts = [line for line in open("/proc/self/mounts") if home in line]
     containers = [line for line in subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
                   if line.startswith("msb-") and os.path.isdir(os.path.join(home, "sandboxes", line[4:]))]
-    return mounts + containers
+    return mounts + containers + _processes(home)
+
+
+def _processes(home: str) -> list[str]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read()
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        ours = home.encode() in argv or f"MSB_HOME={home}".encode() in env
+        if ours and (b"microsandbox.sandbox" in argv or b"--on-eof" in argv):
+            out.append(f"process {pid}: " + argv.replace(b"\0", b" ").decode(errors="replace"))
+    return out

@@ -1,4 +1,5 @@
-"""Sandbox.create/exec/stop/remove on the namespace backend, from images pulled from a real registry."""
+"""Sandbox.create/exec/stop/remove from images pulled from a real registry, on each backend: the
+namespace backend everywhere it can run, the microVM where KVM runs guest user space (hardware KVM)."""
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,11 @@ def run(coro):
 
 
 async def _create(registry: Registry, name: str, repo: str = "test/busybox:1", **kw) -> Sandbox:
-    return await Sandbox.create(name, image=f"{registry.host}/{repo}", isolation="namespace", **kw)
+    """A sandbox on the backend the ``isolation`` fixture chose (through MSB_ISOLATION)."""
+    return await Sandbox.create(name, image=f"{registry.host}/{repo}", **kw)
 
 
-def test_exec_results(registry: Registry, msb_home: Path) -> None:
+def test_exec_results(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
         async with await _create(registry, "results") as sb:
             out = await sb.exec("sh", ["-c", "echo out; echo err >&2; exit 7"])
@@ -46,7 +48,7 @@ def test_exec_results(registry: Registry, msb_home: Path) -> None:
     assert leftovers(str(msb_home)) == []
 
 
-def test_image_config_and_overrides(registry: Registry, msb_home: Path) -> None:
+def test_image_config_and_overrides(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
         async with await _create(registry, "config", env={"EXTRA": "1"}) as sb:
             out = await sb.exec("sh", ["-c", "pwd; echo $GREETING $EXTRA; id -u"])
@@ -57,7 +59,7 @@ def test_image_config_and_overrides(registry: Registry, msb_home: Path) -> None:
     run(body())
 
 
-def test_upper_is_writable_and_whiteouts_hold(registry: Registry, msb_home: Path) -> None:
+def test_upper_is_writable_and_whiteouts_hold(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
         async with await _create(registry, "layers", "test/two:1") as sb:
             assert (await sb.exec("test", ["-e", "/etc/hostname"])).exit_code == 1   # deleted in layer 2
@@ -69,7 +71,7 @@ def test_upper_is_writable_and_whiteouts_hold(registry: Registry, msb_home: Path
     run(body())
 
 
-def test_timeout_kills_and_the_sandbox_stays_usable(registry: Registry, msb_home: Path) -> None:
+def test_timeout_kills_and_the_sandbox_stays_usable(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
         async with await _create(registry, "timeout") as sb:
             with pytest.raises(ExecTimeoutError):
@@ -79,10 +81,10 @@ def test_timeout_kills_and_the_sandbox_stays_usable(registry: Registry, msb_home
     run(body())
 
 
-def test_memory_limit_is_enforced_inside(registry: Registry, msb_home: Path) -> None:
+def test_memory_limit_is_enforced_inside(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
-        async with await _create(registry, "memory", memory=48) as sb:
-            hog = await sb.exec("sh", ["-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"])
+        async with await _create(registry, "memory", memory=64) as sb:
+            hog = await sb.exec("sh", ["-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived"])
             assert hog.exit_code != 0 and "survived" not in hog.stdout_text
             small = await sb.exec("sh", ["-c", "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo ${#x}"])
             assert small.stdout_text == "1000000\n"
@@ -90,7 +92,7 @@ def test_memory_limit_is_enforced_inside(registry: Registry, msb_home: Path) -> 
     run(body())
 
 
-def test_four_sandboxes_at_once(registry: Registry, msb_home: Path) -> None:
+def test_four_sandboxes_at_once(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def one(i: int) -> str:
         async with await _create(registry, f"many-{i}") as sb:
             return (await sb.exec("hostname")).stdout_text.strip()
@@ -100,7 +102,7 @@ def test_four_sandboxes_at_once(registry: Registry, msb_home: Path) -> None:
     assert leftovers(str(msb_home)) == []
 
 
-def test_images_in_use_and_records(registry: Registry, msb_home: Path) -> None:
+def test_images_in_use_and_records(registry: Registry, msb_home: Path, isolation: str) -> None:
     async def body() -> None:
         sb = await _create(registry, "keeper")
         with pytest.raises(SandboxAlreadyExistsError):
@@ -122,7 +124,8 @@ def test_images_in_use_and_records(registry: Registry, msb_home: Path) -> None:
     assert leftovers(str(msb_home)) == []
 
 
-def test_a_dead_sandbox_reads_as_stopped_and_is_cleaned(registry: Registry, msb_home: Path) -> None:
+def test_a_dead_sandbox_reads_as_stopped_and_is_cleaned(registry: Registry, msb_home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MSB_ISOLATION", "namespace")   # killed through runc
     sb = run(_create(registry, "dies"))
     subprocess.run(["runc", "kill", "msb-dies", "KILL"], check=True)
     for _ in range(200):
@@ -137,9 +140,9 @@ def test_a_dead_sandbox_reads_as_stopped_and_is_cleaned(registry: Registry, msb_
     assert leftovers(str(msb_home)) == []
 
 
-def test_a_killed_creator_leaves_nothing_behind(registry: Registry, msb_home: Path) -> None:
+def test_a_killed_creator_leaves_nothing_behind(registry: Registry, msb_home: Path, isolation: str) -> None:
     code = (f"import asyncio, os, microsandbox; sb = asyncio.run(microsandbox.Sandbox.create('orphan', "
-            f"image='{registry.host}/test/busybox:1', isolation='namespace')); print('up', flush=True); "
+            f"image='{registry.host}/test/busybox:1', isolation='{isolation}')); print('up', flush=True); "
             "os.kill(os.getpid(), 9)")
     child = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MSB_HOME": str(msb_home)},
                            capture_output=True, text=True)
