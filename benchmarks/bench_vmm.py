@@ -35,3 +35,77 @@ def test_tiny_guest_to_stop(benchmark) -> None:
             assert vm.run().console == b"ok\n"
 
     benchmark(once)
+
+
+@pytest.fixture(scope="module")
+def sandbox_vm(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What a sandbox's monitor boots: the built guest kernel, a one-layer image's VMDK, 512 MiB."""
+    from microsandbox.kernel import build_kernel
+    from tests.vmm.test_kernel import CACHE
+    from tests.vmm.test_monitor import _image
+    if not any(CACHE.glob("*/vmlinux")):
+        pytest.skip("the guest kernel is not built (make test builds it)")
+    work = tmp_path_factory.mktemp("bench-monitor")
+    return {"kernel": str(build_kernel(CACHE)), "disk": str(_image(work)), "upper": None, "memory_mib": 512,
+            "hostname": "bench"}
+
+
+def test_sandbox_monitor_setup(benchmark, sandbox_vm: dict) -> None:
+    """Everything a sandbox's monitor does before the first KVM_RUN, in process: VM with irqchip and
+    512 MiB, kernel ELF and agent initramfs loaded, VMDK disk and virtio-console attached, PVH entry."""
+    import socket
+    from pathlib import Path
+
+    from microsandbox import initramfs
+    from microsandbox.sandbox.namespace import agent_binary
+    from microsandbox.vmboot import Disk, kernel_cmdline, prepare
+    benchmark.group = f"sandbox monitor setup (kvm: {kvm_status().kind})"
+    agent = agent_binary()
+
+    def once() -> None:
+        host, guest = socket.socketpair()
+        with host, guest, Vm(512 << 20, irqchip=True) as vm:
+            fds = prepare(vm, Path(sandbox_vm["kernel"]), disks=[Disk(Path(sandbox_vm["disk"]))], ram_bytes=512 << 20,
+                          cmdline=kernel_cmdline(devices=2, init_args="--vm"), console=guest,
+                          initrd=initramfs.for_agent(agent, agent.stat().st_mtime_ns))
+            for fd in fds:
+                os.close(fd)
+
+    benchmark(once)
+
+
+def test_monitor_process_to_first_kvm_run(benchmark, sandbox_vm: dict, tmp_path) -> None:
+    """The monitor's whole share of a sandbox boot: spawn ``python -m microsandbox.sandbox.monitor``,
+    import, set up, and start the vCPU (seen as its console log appearing). Ending each monitor
+    happens outside the timing, in the next round's setup."""
+    import json
+    import subprocess
+    import sys
+    import time
+    benchmark.group = f"monitor process start -> first KVM_RUN (kvm: {kvm_status().kind})"
+    running: list[tuple[subprocess.Popen, int]] = []
+
+    def end_previous() -> None:
+        while running:
+            proc, write_end = running.pop()
+            os.close(write_end)
+            proc.wait()
+
+    def setup():
+        end_previous()
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "vm.json").write_text(json.dumps(sandbox_vm))
+        return (folder,), {}
+
+    def once(folder) -> None:
+        read_end, write_end = os.pipe()
+        proc = subprocess.Popen([sys.executable, "-m", "microsandbox.sandbox.monitor", str(folder), str(read_end)],
+                                pass_fds=(read_end,))
+        os.close(read_end)
+        running.append((proc, write_end))
+        while not (folder / "console.log").exists():
+            time.sleep(0.0005)
+
+    benchmark.pedantic(once, setup=setup, rounds=5, iterations=1)
+    end_previous()

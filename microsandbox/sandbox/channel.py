@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -17,6 +18,19 @@ from pathlib import Path
 HEADER = struct.Struct("<II")
 MAX_MESSAGE = 65536
 READY = b"ready"
+
+
+def _bound(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, bound through its folder's descriptor: socket paths are
+    limited to 108 bytes, sandbox folders are not."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dirfd = os.open(path.parent, os.O_PATH)
+    try:
+        sock.bind(f"/proc/self/fd/{dirfd}/{path.name}")
+    finally:
+        os.close(dirfd)
+    sock.listen(128)
+    return sock
 
 
 class ChannelMux:
@@ -43,7 +57,7 @@ class ChannelMux:
                     return
                 if channel == 0:
                     if data == READY and server is None:
-                        server = await asyncio.start_unix_server(self._accept, path=str(self._path))
+                        server = await asyncio.start_unix_server(self._accept, sock=_bound(self._path))
                         self._on_ready()
                     continue
                 client = self._clients.get(channel)

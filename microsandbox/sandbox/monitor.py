@@ -43,8 +43,9 @@ class Monitor:
         agent = agent_binary()
         ram = self.cfg["memory_mib"] << 20
         self.vm = Vm(ram, irqchip=True)
+        quiet = "" if self.cfg.get("kernel_log") else "quiet"
         cmdline = kernel_cmdline(devices=len(disks) + 1, init_args="--vm",
-                                 extra=f"quiet msb_hostname={self.cfg['hostname']}")
+                                 extra=f"{quiet} msb_hostname={self.cfg['hostname']}")
         self.fds = prepare(self.vm, Path(self.cfg["kernel"]), disks=disks, cmdline=cmdline, ram_bytes=ram,
                            console=guest, initrd=initramfs.for_agent(agent, agent.stat().st_mtime_ns))
         self.timeline["monitor_setup_ms"] = self.ms()
@@ -67,6 +68,18 @@ class Monitor:
         self.vm.watch(b"")
         self.vm.run(1 << 62)
 
+    async def keep_console_log(self) -> None:
+        """Appends the guest's console output to ``console.log`` as it comes (for diagnosis)."""
+        written = 0
+        with open(self.folder / "console.log", "ab") as log:
+            while True:
+                out = self.vm.console_output()
+                if len(out) > written:
+                    log.write(out[written:])
+                    log.flush()
+                    written = len(out)
+                await asyncio.sleep(0.2)
+
     def agent_ready(self) -> None:
         self.timeline["agent_ready_ms"] = self.ms()
         self.save()
@@ -85,10 +98,21 @@ class Monitor:
         mux.add_done_callback(lambda _: end("the agent channel closed"))
         vcpu = loop.run_in_executor(None, self.run_vcpu)
         vcpu.add_done_callback(lambda f: end(f"the guest ended: {f.exception() or 'it halted'}"))
+        console_log = asyncio.ensure_future(self.keep_console_log())
         if lifeline is not None:
             loop.add_reader(lifeline, lambda: os.read(lifeline, 64) or end("its creator exited"))
         loop.add_signal_handler(signal.SIGTERM, end, "stopped")
-        return await ended
+        try:
+            return await ended
+        finally:
+            console_log.cancel()
+            self.write_console_tail()
+
+    def write_console_tail(self) -> None:
+        log = self.folder / "console.log"
+        written = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            out.write(self.vm.console_output()[written:])
 
 
 def main(argv: list[str]) -> int:
@@ -103,7 +127,6 @@ def main(argv: list[str]) -> int:
     reason = asyncio.run(monitor.supervise(lifeline))
     monitor.timeline["ended"] = reason
     monitor.save()
-    (folder / "console.log").write_bytes(monitor.vm.console_output())
     sys.stdout.flush()
     os._exit(0 if reason == "stopped" else 1)   # the vCPU thread may still be in KVM_RUN: end it with the process
 

@@ -24,7 +24,8 @@ def agent_sock(tmp_path: Path) -> Iterator[Path]:
     host, guest = socket.socketpair()
     agent = subprocess.Popen([str(agent_binary()), "--channel-fd", str(guest.fileno())], pass_fds=(guest.fileno(),))
     guest.close()
-    path = tmp_path / "agent.sock"
+    path = tmp_path / ("long-" * 30) / "agent.sock"    # beyond the 108 bytes of a socket address
+    path.parent.mkdir()
     ready = threading.Event()
     loop = asyncio.new_event_loop()
     mux = ChannelMux(host, path, ready.set)
