@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,15 @@ class Monitor:
         self.vm.watch(b"")
         self.vm.run(1 << 62)
 
+    def vcpu_thread(self, loop: asyncio.AbstractEventLoop, end: Callable[[str], None]) -> None:
+        """Not an executor thread: asyncio would wait for it at exit, and it never returns by itself."""
+        try:
+            self.run_vcpu()
+            reason = "the guest ended: it stopped"
+        except MicrosandboxError as exc:
+            reason = f"the guest ended: {exc}"
+        loop.call_soon_threadsafe(end, reason)
+
     async def keep_console_log(self) -> None:
         """Appends the guest's console output to ``console.log`` as it comes (for diagnosis)."""
         written = 0
@@ -96,8 +107,7 @@ class Monitor:
         run_dir.mkdir(exist_ok=True)
         mux = asyncio.ensure_future(ChannelMux(self.host, run_dir / "agent.sock", self.agent_ready).serve())
         mux.add_done_callback(lambda _: end("the agent channel closed"))
-        vcpu = loop.run_in_executor(None, self.run_vcpu)
-        vcpu.add_done_callback(lambda f: end(f"the guest ended: {f.exception() or 'it halted'}"))
+        threading.Thread(target=self.vcpu_thread, args=(loop, end), name="vcpu", daemon=True).start()
         console_log = asyncio.ensure_future(self.keep_console_log())
         if lifeline is not None:
             loop.add_reader(lifeline, lambda: os.read(lifeline, 64) or end("its creator exited"))
