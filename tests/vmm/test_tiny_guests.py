@@ -238,3 +238,44 @@ def test_console_input_waits_for_a_receive_buffer() -> None:
             result = vm.run()
     assert result.stopped and result.stop_value == 7
     assert result.console == b"early"
+
+
+def test_long_mode_guest_reads_a_composed_vmdk_past_its_first_extent(tmp_path) -> None:
+    """A 64-bit guest drives virtio-blk on a two-extent disk (as a stitched VMDK is) and prints the
+    first bytes of sector 3, which lives in the second file."""
+    first, second = tmp_path / "a.raw", tmp_path / "b.raw"
+    first.write_bytes(bytes(1024))
+    second.write_bytes(bytes(512) + b"SECOND EXTENT OK".ljust(512, b"\0"))
+    disk, desc, avail, used, header, data, status = 0x100000, 0x2000, 0x2100, 0x2200, 0x3000, 0x4000, 0x4200
+    mem = bytearray(0x5000)
+    struct.pack_into("<QIHH", mem, desc, header, 16, 1, 1)
+    struct.pack_into("<QIHH", mem, desc + 16, data, 512, 3, 2)
+    struct.pack_into("<QIHH", mem, desc + 32, status, 1, 2, 0)
+    struct.pack_into("<HHH", mem, avail, 0, 1, 0)
+    struct.pack_into("<IIQ", mem, header, 0, 0, 3)                       # IN, sector 3
+    mem[status] = 0xFF
+    code = assemble(driver_setup(disk, [(8, desc, avail, used)]) + f"""
+        mov dword ptr [rbx + 0x50], 0       # notify: served during this MMIO exit
+        mov rsi, {data}
+        mov ecx, 16
+        mov dx, {COM1}
+    1:  lodsb
+        out dx, al
+        loop 1b
+        mov al, byte ptr [{status}]
+        out dx, al
+        {stop_with(7)}
+    """)
+    fds = [os.open(p, os.O_RDONLY) for p in (first, second)]
+    try:
+        with Vm(1 << 20) as vm:
+            vm.add_disk(disk, [(fds[0], 0, 1024), (fds[1], 0, 1024)])
+            vm.load(0, bytes(mem))
+            vm.load(0x1000, code)
+            vm.enter_long_mode(0x1000, rsp=0x8000)
+            result = vm.run()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert result.stopped and result.stop_value == 7
+    assert result.console == b"SECOND EXTENT OK\x00"
