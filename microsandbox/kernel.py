@@ -16,6 +16,8 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import MicrosandboxError, UnsupportedError
@@ -96,27 +98,56 @@ def build_kernel(root: Path | None = None, *, jobs: int | None = None,
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
-def pvh_entry(vmlinux: Path) -> int:
-    """The 32-bit PVH entry address from the kernel's "Xen" ELF note (type 18), which is where the
-    monitor starts a vmlinux without its decompressor (spec vmm.md 2.3)."""
+@dataclass(frozen=True)
+class KernelImage:
+    """What booting a vmlinux needs from it: its PT_LOAD segments as (physical address, bytes), the
+    first byte above them, and the PVH entry."""
+
+    segments: tuple[tuple[int, bytes], ...]
+    end: int
+    entry: int
+
+
+def load_image(vmlinux: Path) -> KernelImage:
+    """The parsed kernel, read once per file version (a fork server's monitors all share it)."""
+    return _load_image(vmlinux, vmlinux.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_image(vmlinux: Path, mtime_ns: int) -> KernelImage:
     data = vmlinux.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2:
         raise MicrosandboxError(f"{vmlinux} is not a 64-bit ELF kernel image (PVH needs the vmlinux, not a bzImage)")
     phoff, = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    segments, end, entry = [], 0, None
     for i in range(phnum):
-        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
-        if p_type != 4:   # PT_NOTE
-            continue
-        at, end = p_offset, p_offset + p_filesz
-        while at + 12 <= end:
-            namesz, descsz, kind = struct.unpack_from("<III", data, at)
-            name = data[at + 12:at + 12 + namesz].rstrip(b"\0")
-            desc_at = at + 12 + (namesz + 3) // 4 * 4
-            if name == b"Xen" and kind == _XEN_ELFNOTE_PHYS32_ENTRY:
-                return int.from_bytes(data[desc_at:desc_at + min(descsz, 8)], "little")
-            at = desc_at + (descsz + 3) // 4 * 4
-    raise MicrosandboxError(f"{vmlinux} has no PVH entry note: build it with CONFIG_PVH=y")
+        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:     # PT_LOAD; the rest of memsz is zero because guest RAM starts zeroed
+            segments.append((p_paddr, data[p_offset:p_offset + p_filesz]))
+            end = max(end, p_paddr + p_memsz)
+        elif p_type == 4:   # PT_NOTE
+            entry = _pvh_note(data, p_offset, p_offset + p_filesz) if entry is None else entry
+    if entry is None:
+        raise MicrosandboxError(f"{vmlinux} has no PVH entry note: build it with CONFIG_PVH=y")
+    return KernelImage(tuple(segments), end, entry)
+
+
+def _pvh_note(data: bytes, at: int, end: int) -> int | None:
+    """The 32-bit PVH entry from a "Xen" ELF note (type 18): where the monitor starts a vmlinux
+    without its decompressor (spec vmm.md 2.3)."""
+    while at + 12 <= end:
+        namesz, descsz, kind = struct.unpack_from("<III", data, at)
+        name = data[at + 12:at + 12 + namesz].rstrip(b"\0")
+        desc_at = at + 12 + (namesz + 3) // 4 * 4
+        if name == b"Xen" and kind == _XEN_ELFNOTE_PHYS32_ENTRY:
+            return int.from_bytes(data[desc_at:desc_at + min(descsz, 8)], "little")
+        at = desc_at + (descsz + 3) // 4 * 4
+    return None
+
+
+def pvh_entry(vmlinux: Path) -> int:
+    return load_image(vmlinux).entry
 
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._core.diskprobe import flat_extents
 from .errors import InvalidConfigError
-from .kernel import pvh_entry
+from .kernel import load_image
 from .vmm import Vm
 
 START_INFO, MEMMAP, MODLIST, CMDLINE = 0x6000, 0x6100, 0x6200, 0x7000
@@ -50,20 +50,6 @@ def kernel_cmdline(*, devices: int, root_erofs: bool = False, extra: str = "", i
     return " ".join(p for p in parts if p)
 
 
-def _load_elf(vm: Vm, vmlinux: Path) -> int:
-    """Loads the kernel's segments; returns the first byte above them."""
-    data = vmlinux.read_bytes()
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    end = 0
-    for i in range(phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", data, phoff + i * phentsize)
-        if p_type == 1:   # PT_LOAD; the rest of memsz is zero because guest RAM starts zeroed
-            vm.load(p_paddr, data[p_offset:p_offset + p_filesz])
-            end = max(end, p_paddr + p_memsz)
-    return end
-
-
 def _extents(disk: Disk, fds: list[int]) -> list[tuple[int, int, int]]:
     flags = (os.O_RDONLY if disk.read_only else os.O_RDWR) | os.O_CLOEXEC
     if disk.path.suffix == ".vmdk":
@@ -83,7 +69,9 @@ def prepare(vm: Vm, vmlinux: Path, *, disks: list[Disk], cmdline: str, ram_bytes
     order: /dev/vda, /dev/vdb, ...) and then the console, and set the vCPU at the PVH entry.
     Returns the disks' open fds, which must stay open while the VM runs."""
     fds: list[int] = []
-    kernel_end = _load_elf(vm, vmlinux)
+    kernel = load_image(vmlinux)
+    for paddr, data in kernel.segments:
+        vm.load(paddr, data)
     vm.load(CMDLINE, cmdline.encode() + b"\0")
     memmap = struct.pack("<QQII", 0, 0x9FC00, E820_RAM, 0) + \
         struct.pack("<QQII", 0x100000, ram_bytes - 0x100000, E820_RAM, 0)
@@ -91,7 +79,7 @@ def prepare(vm: Vm, vmlinux: Path, *, disks: list[Disk], cmdline: str, ram_bytes
     modules = 0
     if initrd:
         at = (ram_bytes - len(initrd)) & ~0xFFF      # at the top of RAM, clear of the kernel
-        if at < kernel_end + (16 << 20):
+        if at < kernel.end + (16 << 20):
             raise InvalidConfigError(f"{ram_bytes >> 20} MiB of guest RAM leave no room for a {len(initrd)}-byte initramfs")
         vm.load(at, initrd)
         vm.load(MODLIST, struct.pack("<QQQQ", at, len(initrd), 0, 0))
@@ -103,7 +91,7 @@ def prepare(vm: Vm, vmlinux: Path, *, disks: list[Disk], cmdline: str, ram_bytes
             vm.add_disk(device_window(i), _extents(disk, fds), read_only=disk.read_only)
         if console is not None:
             vm.add_console(device_window(len(disks)), console)
-        vm.enter_pvh(pvh_entry(vmlinux), START_INFO)
+        vm.enter_pvh(kernel.entry, START_INFO)
     except BaseException:
         for fd in fds:
             os.close(fd)

@@ -1,6 +1,7 @@
 """The microVM backend, host side: start a monitor process for the sandbox and wait for its agent.
 
-The monitor (``microsandbox.sandbox.monitor``) is the sandbox's only process on the host: it holds
+The monitor (``microsandbox.sandbox.monitor``, forked by ``forkserver``) is the sandbox's only
+process on the host: it holds
 the VM, multiplexes the agent channel onto ``run/agent.sock`` (the socket ``Sandbox.exec`` uses for
 every backend) and ends with its creator through the lifeline. The guest gets the image's stitched
 VMDK read-only as /dev/vda and, when ``upper_size_mib`` asks, a sparse ext4 file as /dev/vdb.
@@ -10,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,11 +18,8 @@ from ..errors import InvalidConfigError, UnsupportedError, VmError
 from ..fsutil import atomic_output
 from ..kernel import kernel_path
 from ..rootfs import ImageRootfs
-from . import lifeline
+from . import forkserver, lifeline
 from .namespace import make_upper_disk
-
-MONITOR_MODULE = "microsandbox.sandbox.monitor"
-
 
 def boot_timeout() -> float:
     return float(os.environ.get("MSB_BOOT_TIMEOUT", "30"))
@@ -51,25 +47,21 @@ def start(folder: Path, name: str, *, rootfs: ImageRootfs, upper_size_mib: int |
     read_end = lifeline.new(name)
     try:
         with open(folder / "monitor.log", "wb") as log:
-            monitor = subprocess.Popen([sys.executable, "-m", MONITOR_MODULE, str(folder), str(read_end)],
-                                       pass_fds=(read_end,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       start_new_session=True)
+            pid = forkserver.spawn_monitor(folder, read_end, log.fileno())
     finally:
         os.close(read_end)
     try:
-        _wait_for_agent(folder, monitor)
+        _wait_for_agent(folder, pid)
     except BaseException:
-        monitor.kill()
-        monitor.wait()
-        lifeline.release(name)
+        stop(folder, name, pid)
         raise
-    return monitor.pid
+    return pid
 
 
-def _wait_for_agent(folder: Path, monitor: subprocess.Popen[bytes]) -> None:
+def _wait_for_agent(folder: Path, pid: int) -> None:
     sock, deadline = folder / "run" / "agent.sock", time.monotonic() + boot_timeout()
     while not sock.exists():
-        if monitor.poll() is not None:
+        if not is_monitor(pid):
             raise VmError(f"the microVM did not start: {_why(folder)}")
         if time.monotonic() > deadline:
             raise VmError(f"the microVM's agent was not ready within {boot_timeout():g} s (MSB_BOOT_TIMEOUT); "
@@ -94,8 +86,9 @@ def _console_tail(folder: Path) -> str:
 
 
 def is_monitor(pid: int) -> bool:
+    """True while ``pid`` is a live monitor (its pid not reused by another program)."""
     try:
-        return MONITOR_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/comm").read_text().strip() == forkserver.PROCESS_NAME
     except OSError:
         return False
 

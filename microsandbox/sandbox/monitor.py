@@ -1,4 +1,7 @@
-"""``python -m microsandbox.sandbox.monitor FOLDER [LIFELINE_FD]``: one microVM per process.
+"""The microVM monitor: one per sandbox, one microVM per process.
+
+Sandboxes get theirs forked from the fork server (``forkserver``); ``python -m
+microsandbox.sandbox.monitor FOLDER [LIFELINE_FD]`` runs one directly.
 
 Reads ``FOLDER/vm.json``, boots the guest kernel with the image's stitched VMDK as /dev/vda (an
 ext4 upper as /dev/vdb when asked), the agent's initramfs and the virtio-console channel, and then
@@ -24,12 +27,22 @@ from .. import initramfs
 from ..errors import MicrosandboxError
 from ..fsutil import atomic_output
 from ..kvm_host import kvm_status
+from ..kernel import kernel_path, load_image
 from ..vmboot import Disk, kernel_cmdline, prepare
 from ..vmm import Vm
 from .channel import ChannelMux
 from .namespace import agent_binary
 
 ROOT_MOUNTED = b"msb-agent: root mounted"
+
+
+def warm_up() -> None:
+    """Build what every monitor needs before any is asked for (the fork server calls this)."""
+    agent = agent_binary()
+    initramfs.for_agent(agent, agent.stat().st_mtime_ns)
+    kernel = kernel_path()
+    if kernel.exists():
+        load_image(kernel)
 
 
 class Monitor:
@@ -130,7 +143,7 @@ def main(argv: list[str]) -> int:
     lifeline = int(argv[2]) if len(argv) > 2 else None
     try:
         monitor = Monitor(folder)
-    except (MicrosandboxError, OSError) as exc:
+    except (MicrosandboxError, OSError, KeyError, ValueError) as exc:
         with atomic_output(folder / "boot.json") as out:
             out.write(json.dumps({"error": f"cannot start the microVM: {exc}"}).encode())
         return 1

@@ -41,14 +41,20 @@ def leftovers(home: str) -> list[str]:
 
 
 def _processes(home: str) -> list[str]:
+    """Supervisors and teardowns (by argv and environment) and microVM monitors (forked, so known
+    by name and by the sandbox files they hold open)."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = open(f"/proc/{pid}/cmdline", "rb").read()
             env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            files = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")] \
+                if comm == "msb-monitor" else []
         except OSError:
             continue
-        ours = home.encode() in argv or f"MSB_HOME={home}".encode() in env
-        if ours and (b"microsandbox.sandbox" in argv or b"--on-eof" in argv):
-            out.append(f"process {pid}: " + argv.replace(b"\0", b" ").decode(errors="replace"))
+        helper = (b"--on-eof" in argv or b"sandbox.teardown" in argv) and f"MSB_HOME={home}".encode() in env
+        monitor = any(f.startswith(home) for f in files)
+        if helper or monitor:
+            out.append(f"process {pid} ({comm}): " + argv.replace(b"\0", b" ").decode(errors="replace"))
     return out
