@@ -100,10 +100,11 @@ _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 @dataclass(frozen=True)
 class KernelImage:
-    """What booting a vmlinux needs from it: its PT_LOAD segments as (physical address, bytes), the
-    first byte above them, and the PVH entry."""
+    """What booting a vmlinux needs from it: its PT_LOAD segments as (physical address, file offset,
+    bytes), the first byte above them, and the PVH entry."""
 
-    segments: tuple[tuple[int, bytes], ...]
+    path: Path
+    segments: tuple[tuple[int, int, bytes], ...]
     end: int
     entry: int
 
@@ -124,13 +125,13 @@ def _load_image(vmlinux: Path, mtime_ns: int) -> KernelImage:
     for i in range(phnum):
         p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", data, phoff + i * phentsize)
         if p_type == 1:     # PT_LOAD; the rest of memsz is zero because guest RAM starts zeroed
-            segments.append((p_paddr, data[p_offset:p_offset + p_filesz]))
+            segments.append((p_paddr, p_offset, data[p_offset:p_offset + p_filesz]))
             end = max(end, p_paddr + p_memsz)
         elif p_type == 4:   # PT_NOTE
             entry = _pvh_note(data, p_offset, p_offset + p_filesz) if entry is None else entry
     if entry is None:
         raise MicrosandboxError(f"{vmlinux} has no PVH entry note: build it with CONFIG_PVH=y")
-    return KernelImage(tuple(segments), end, entry)
+    return KernelImage(vmlinux, tuple(segments), end, entry)
 
 
 def _pvh_note(data: bytes, at: int, end: int) -> int | None:

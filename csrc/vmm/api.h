@@ -14,7 +14,7 @@
 #include "vmm/virtqueue.h"
 
 /* Bumped whenever a declaration in cdef.h changes meaning, so Python can refuse a stale build. */
-#define MSB_VMM_ABI_VERSION 7
+#define MSB_VMM_ABI_VERSION 8
 
 /* msb_vm_run results (negative: an error, described in err) */
 #define MSB_VM_STOPPED 0   /* the guest wrote MSB_STOP_PORT */
@@ -38,6 +38,9 @@ int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len);
 int msb_pvm_fixup(struct msb_vm *vm);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
+/* Maps the whole pages of [offset, offset+len) of fd privately (copy-on-write) at gpa, both
+ * page-aligned and inside RAM; returns the bytes mapped (the caller copies the partial tail). */
+int64_t msb_vm_map_file(struct msb_vm *vm, uint64_t gpa, int fd, uint64_t offset, uint64_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
 int msb_vm_enter_long_mode(struct msb_vm *vm, uint64_t rip, uint64_t rsp);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);

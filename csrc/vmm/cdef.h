@@ -21,6 +21,7 @@ int msb_vm_enter_pvh(struct msb_vm *vm, uint32_t entry, uint32_t start_info);
 int msb_vm_watch(struct msb_vm *vm, const char *text, size_t len);
 void msb_vm_destroy(struct msb_vm *vm);
 int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len);
+int64_t msb_vm_map_file(struct msb_vm *vm, uint64_t gpa, int fd, uint64_t offset, uint64_t len);
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip);
 int msb_vm_enter_long_mode(struct msb_vm *vm, uint64_t rip, uint64_t rsp);
 int msb_vm_run(struct msb_vm *vm, uint64_t max_exits, char *err, size_t errlen);

@@ -114,6 +114,15 @@ int msb_vm_load(struct msb_vm *vm, uint64_t gpa, const uint8_t *data, size_t len
     return 0;
 }
 
+int64_t msb_vm_map_file(struct msb_vm *vm, uint64_t gpa, int fd, uint64_t offset, uint64_t len) {
+    uint64_t pages = len & ~0xFFFull;
+    if (gpa % 4096 || offset % 4096 || !msb_gpa(&vm->mem, gpa, len)) return -1;
+    if (pages && mmap(vm->mem.host + gpa, pages, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+                      (off_t)offset) == MAP_FAILED)
+        return -1;
+    return (int64_t)pages;
+}
+
 int msb_vm_enter_real_mode(struct msb_vm *vm, uint16_t cs, uint16_t ip) {
     struct kvm_sregs sregs;
     struct kvm_regs regs;

@@ -105,6 +105,7 @@ def serve(fd: int) -> None:
                 os.close(fd_)
             server.sendall(struct.pack("<q", -1))
             continue
+        monitor.warm_up(Path(os.fsdecode(data)))
         _name(PROCESS_NAME)   # the child is born with its name: no moment where a live monitor looks dead
         pid = os.fork()
         if pid == 0:

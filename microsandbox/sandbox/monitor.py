@@ -36,13 +36,17 @@ from .namespace import agent_binary
 ROOT_MOUNTED = b"msb-agent: root mounted"
 
 
-def warm_up() -> None:
-    """Build what every monitor needs before any is asked for (the fork server calls this)."""
+def warm_up(folder: Path | None = None) -> None:
+    """Build what monitors need (the agent's initramfs, the parsed kernel) before forking them: the
+    fork server calls this at start for the default kernel and before each fork for the one the
+    sandbox names, so each kernel is read once per server, not once per boot."""
     agent = agent_binary()
     initramfs.for_agent(agent, agent.stat().st_mtime_ns)
-    kernel = kernel_path()
-    if kernel.exists():
+    try:
+        kernel = Path(json.loads((folder / "vm.json").read_text())["kernel"]) if folder else kernel_path()
         load_image(kernel)
+    except (OSError, ValueError, KeyError, MicrosandboxError):
+        pass   # the monitor itself reports what is wrong with its configuration
 
 
 class Monitor:
