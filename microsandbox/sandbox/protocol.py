@@ -16,7 +16,7 @@ MAX_PAYLOAD = 1 << 20
 _HEAD = struct.Struct("<IB")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ExecOutput:
     """What a command produced; a signal death has ``exit_code`` 128 + N."""
 
@@ -24,6 +24,15 @@ class ExecOutput:
     stdout_bytes: bytes
     stderr_bytes: bytes
     signal: int | None = None
+
+    def __repr__(self) -> str:
+        """Sizes and the first bytes, not the whole output: a result holding megabytes is printed,
+        logged and even repr()ed by asyncio itself (Python 3.11's ``asyncio.run`` reprs the main
+        task's result on exit), and a full repr of 64 MiB costs seconds."""
+        def preview(data: bytes) -> str:
+            return f"{len(data)} bytes {data[:48]!r}{'...' if len(data) > 48 else ''}"
+        return (f"ExecOutput(exit_code={self.exit_code}, stdout={preview(self.stdout_bytes)}, "
+                f"stderr={preview(self.stderr_bytes)}, signal={self.signal})")
 
     @property
     def success(self) -> bool:

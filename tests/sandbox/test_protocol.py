@@ -108,3 +108,9 @@ def test_fuzzed_frames(agent: Path, kind: int, payload: bytes, tail: bytes) -> N
                for k, _ in frames)
     assert os.path.exists(agent)
     assert _exec(agent, ["true"]).success
+
+
+def test_exec_output_repr_stays_short_for_large_output() -> None:
+    out = protocol.ExecOutput(0, b"x" * (64 << 20), b"oops\n")
+    text = repr(out)
+    assert len(text) < 300 and "67108864 bytes" in text and "b'oops\\n'" in text
