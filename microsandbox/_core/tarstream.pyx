@@ -9,6 +9,7 @@ output with ``pwrite`` (GIL released), so memory holds metadata only. Entries ne
 host file system: paths are resolved inside an in-memory tree rooted at the layer.
 """
 import base64
+import gc
 import hashlib
 import os
 import queue
@@ -97,9 +98,9 @@ def _bad(str why, **context):
 
 
 class _Hasher:
-    """sha256 on the second core. The decoder hands over views of its ring buffers (no copies);
-    the worker hashes them in order (hashlib drops the GIL) and then returns each buffer to the
-    decoder by releasing that ring's semaphore."""
+    """sha256 of the compressed stream on another core. The producer hands over views of its input
+    ring (no copies); the worker hashes them in order (hashlib drops the GIL) and then returns each
+    buffer by releasing the input ring's semaphore."""
 
     def __init__(self):
         self.queue = queue.SimpleQueue()
@@ -125,25 +126,41 @@ class _Hasher:
 
 
 cdef class Decoder:
-    """Decompressed tar bytes from ``src.readinto``, hashed on both sides of the inflater."""
+    """Decompressed tar bytes from ``src.readinto``, hashed on both sides of the inflater.
+
+    Three threads share the work: a producer reads the source, inflates into a ring of output
+    slots and hashes them (the diff_id); a hasher hashes the compressed input (the blob digest);
+    the caller's thread parses and writes from the slots the producer has finished. Each slot goes
+    back to the producer once the caller moves past it."""
     cdef object src
     cdef readonly int kind
-    cdef unsigned char *inbuf          # the current slot of each ring
-    cdef unsigned char *outbuf
     cdef unsigned char *inbase
     cdef unsigned char *outbase
-    cdef int in_slot, out_slot
-    cdef list in_views, out_views
-    cdef object in_free, out_free      # semaphores: slots whose bytes have been hashed
-    cdef size_t in_pos, in_end, out_pos, out_end
+    # producer side
+    cdef unsigned char *inbuf
+    cdef int in_slot, p_slot
+    cdef object in_view, p_view
+    cdef size_t in_pos, in_end, p_end
     cdef bint src_eof, member_done
     cdef msb_gunzip *gz
     cdef ZSTD_DStream *zd
+    cdef readonly unsigned long long compressed_size
+    # consumer side
+    cdef unsigned char *outbuf
+    cdef int out_slot
+    cdef object out_view
+    cdef size_t out_pos, out_end
+    cdef bint ended
+    cdef readonly unsigned long long plain_size
+    cdef unsigned long long unflushed   # bytes written since writeback was last started
+    # shared
+    cdef list in_views, out_views
+    cdef object in_free, out_free      # semaphores: input slots hashed; output slots consumed
+    cdef object ready                  # (slot, bytes) from the producer, or the exception it hit
+    cdef object producer
+    cdef bint stopping
     cdef readonly object sha_compressed, sha_plain
     cdef object hasher
-    cdef readonly unsigned long long compressed_size, plain_size
-    cdef unsigned long long unflushed   # bytes written since writeback was last started
-    cdef object in_view, out_view
 
     def __cinit__(self):
         self.inbase = <unsigned char *>malloc(IN_SIZE * IN_SLOTS)
@@ -151,7 +168,7 @@ cdef class Decoder:
         if self.inbase == NULL or self.outbase == NULL:
             raise MemoryError()
         self.inbuf, self.outbuf = self.inbase, self.outbase
-        self.in_slot = self.out_slot = -1
+        self.in_slot = self.p_slot = self.out_slot = -1
         self.gz = NULL
         self.zd = NULL
 
@@ -170,6 +187,7 @@ cdef class Decoder:
         self.in_views = [whole_in[i * IN_SIZE:(i + 1) * IN_SIZE] for i in range(IN_SLOTS)]
         self.out_views = [whole_out[i * OUT_SIZE:(i + 1) * OUT_SIZE] for i in range(OUT_SLOTS)]
         self.in_free, self.out_free = threading.Semaphore(IN_SLOTS), threading.Semaphore(OUT_SLOTS)
+        self.ready = queue.SimpleQueue()
         self.sha_plain = hashlib.sha256()
         self.hasher = _Hasher()
         self._read_input()
@@ -192,6 +210,29 @@ cdef class Decoder:
         self.sha_compressed = self.sha_plain if self.kind == PLAIN else hashlib.sha256()
         if self.in_end:
             self._hand_over_input()
+        self.producer = threading.Thread(target=self._produce_all, name="msb-layer-inflate", daemon=True)
+        self.producer.start()
+
+    # ---- producer thread -------------------------------------------------------------------
+
+    def _produce_all(self):
+        """Fill output slots until the stream ends, an error stops it, or the consumer closes."""
+        try:
+            while True:
+                self.out_free.acquire()
+                if self.stopping:
+                    return
+                self.p_slot = (self.p_slot + 1) % OUT_SLOTS
+                self.p_view = self.out_views[self.p_slot]
+                self.p_end = 0
+                self._fill_output()
+                if self.p_end:
+                    self.sha_plain.update(self.p_view[:self.p_end])
+                self.ready.put((self.p_slot, self.p_end))
+                if self.p_end == 0:
+                    return
+        except BaseException as exc:
+            self.ready.put(exc)
 
     cdef int _read_input(self) except -1:
         """Refill the input buffer from the source; hashes what was read."""
@@ -222,41 +263,23 @@ cdef class Decoder:
         else:
             self.hasher.feed(self.sha_compressed, self.in_view[:self.in_end], self.in_free)
 
-    cdef size_t _produce(self) except? 0:
-        """Fill the next output slot and hand it to the hasher; 0 means the stream has ended."""
-        self.out_pos = self.out_end = 0
-        self.out_free.acquire()
-        self.out_slot = (self.out_slot + 1) % OUT_SLOTS
-        self.outbuf = self.outbase + self.out_slot * OUT_SIZE
-        self.out_view = self.out_views[self.out_slot]
-        try:
-            self._fill_output()
-        except BaseException:
-            self.out_free.release()
-            raise
-        if self.out_end == 0:
-            self.out_free.release()
-            return 0
-        self.hasher.feed(self.sha_plain, self.out_view[:self.out_end], self.out_free)
-        self.plain_size += self.out_end
-        return self.out_end
-
     cdef int _fill_output(self) except -1:
-        """Inflate (or copy) into the current output slot until it holds bytes or the stream ends."""
+        """Inflate (or copy) into the producer's slot until it holds bytes or the stream ends."""
         cdef int rc
         cdef size_t zr, in_left, out_left
         cdef ZSTD_inBuffer zin
         cdef ZSTD_outBuffer zout
-        while self.out_end == 0:
+        cdef unsigned char *outbuf = self.outbase + self.p_slot * OUT_SIZE
+        while self.p_end == 0:
             self._read_input()
             if self.kind == PLAIN:
                 if self.src_eof:
                     return 0
                 # Plain tar: the input buffer is the output; swap roles by copying once.
                 n = min(self.in_end - self.in_pos, OUT_SIZE)
-                self.out_view[:n] = self.in_view[self.in_pos:self.in_pos + n]
+                self.p_view[:n] = self.in_view[self.in_pos:self.in_pos + n]
                 self.in_pos += n
-                self.out_end = n
+                self.p_end = n
             elif self.kind == GZIP:
                 if self.src_eof:
                     if not self.member_done:
@@ -268,9 +291,9 @@ cdef class Decoder:
                     self.member_done = False
                 in_left, out_left = self.in_end - self.in_pos, OUT_SIZE
                 with nogil:
-                    rc = msb_gunzip_run(self.gz, self.inbuf + self.in_pos, &in_left, self.outbuf, &out_left)
+                    rc = msb_gunzip_run(self.gz, self.inbuf + self.in_pos, &in_left, outbuf, &out_left)
                 self.in_pos = self.in_end - in_left
-                self.out_end = OUT_SIZE - out_left
+                self.p_end = OUT_SIZE - out_left
                 if rc == MSB_GZ_MEMBER_END:
                     self.member_done = True
                 elif rc == MSB_GZ_CORRUPT:
@@ -281,15 +304,40 @@ cdef class Decoder:
                         raise _bad("truncated zstd stream: it ends inside a frame")
                     return 0
                 zin.src, zin.size, zin.pos = self.inbuf + self.in_pos, self.in_end - self.in_pos, 0
-                zout.dst, zout.size, zout.pos = self.outbuf, OUT_SIZE, 0
+                zout.dst, zout.size, zout.pos = outbuf, OUT_SIZE, 0
                 with nogil:
                     zr = ZSTD_decompressStream(self.zd, &zout, &zin)
                 if ZSTD_isError(zr):
                     raise _bad(f"corrupt zstd data: {ZSTD_getErrorName(zr).decode()}")
                 self.in_pos += zin.pos
-                self.out_end = zout.pos
+                self.p_end = zout.pos
                 self.member_done = zr == 0
         return 0
+
+    # ---- consumer (the caller's thread) ----------------------------------------------------
+
+    cdef size_t _produce(self) except? 0:
+        """Move to the producer's next finished slot; 0 means the stream has ended."""
+        if self.ended:
+            return 0
+        if self.out_slot >= 0:
+            self.out_free.release()   # done with the previous slot
+            self.out_slot = -1
+        item = self.ready.get()
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        cdef int slot = item[0]
+        cdef size_t n = item[1]
+        self.out_pos, self.out_end = 0, n
+        if n == 0:
+            self.ended = True
+            return 0
+        self.out_slot = slot
+        self.outbuf = self.outbase + <size_t>slot * OUT_SIZE
+        self.out_view = self.out_views[slot]
+        self.plain_size += n
+        return n
 
     cdef size_t _avail(self) except? 0:
         if self.out_pos == self.out_end:
@@ -361,9 +409,15 @@ cdef class Decoder:
         """Consume the rest of the stream (the tar's zero padding) so both hashes cover it all."""
         while self._avail():
             self.out_pos = self.out_end
+        self.producer.join()
         self.hasher.close()
 
     def close(self):
+        """Stop the producer (it may be waiting for a free slot) and the hasher."""
+        self.stopping = True
+        for _ in range(OUT_SLOTS):
+            self.out_free.release()
+        self.producer.join()
         self.hasher.close()
 
 
@@ -390,12 +444,16 @@ cdef bytes _cstr(bytes field):
     return field.split(b"\0", 1)[0]
 
 
-cdef bint _checksum_ok(bytes hdr):
+cdef bint _checksum_ok(const unsigned char *raw, bytes hdr) except -1:
+    """The header's sum with its checksum field read as spaces; old tars summed signed bytes."""
+    cdef long unsigned_sum = 8 * 32, signed_sum = 8 * 32
+    cdef int i
+    for i in range(BLOCK):
+        if i < 148 or i >= 156:
+            unsigned_sum += raw[i]
+            signed_sum += <signed char>raw[i]
     stored = _number(hdr[148:156], "checksum")
-    blanked = hdr[:148] + b" " * 8 + hdr[156:]
-    unsigned = sum(blanked)
-    signed_sum = unsigned - 256 * sum(1 for b in blanked if b & 0x80)
-    return stored == unsigned or stored == signed_sum
+    return stored == unsigned_sum or stored == signed_sum
 
 
 cdef dict _parse_pax(bytes data):
@@ -649,9 +707,15 @@ def convert(src, int out_fd):
     or hostile input; the caller owns ``out_fd`` and discards it on error.
     """
     cdef Decoder dec = Decoder(src)
+    # The tree is thousands of small acyclic objects: the cycle collector would only rescan them
+    # again and again while they are built, so it pauses for the conversion.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _convert(dec, out_fd)
     finally:
+        if collecting:
+            gc.enable()
         dec.close()
 
 
@@ -669,7 +733,7 @@ cdef dict _convert(Decoder dec, int out_fd):
         if memcmp(raw, zero, BLOCK) == 0:
             break
         hdr = bytes(raw[:BLOCK])
-        if not _checksum_ok(hdr):
+        if not _checksum_ok(raw, hdr):
             raise _bad(f"tar header checksum mismatch (entry {tree.entries + 1}): the stream is corrupt")
         typeflag = hdr[156:157]
         size = _number(hdr[124:136], "size")
