@@ -113,6 +113,10 @@ def _microvm_or_skip() -> None:
         require_guest_userspace(guest_kernel_is_pvm=bool(os.environ.get("MSB_KERNEL_PVM")))
     except KvmUnavailableError as exc:
         pytest.skip(f"the microVM backend cannot run sandboxes here: {exc}")
+    if not os.environ.get("MSB_KERNEL"):
+        from microsandbox.kernel import build_kernel
+        from tests.vmm.test_kernel import CACHE
+        os.environ["MSB_KERNEL"] = str(build_kernel(CACHE))
 
 
 def test_vm_create_to_first_exec(benchmark, cached_image: str) -> None:

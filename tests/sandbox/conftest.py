@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-from microsandbox import KvmUnavailableError
+from microsandbox import KvmUnavailableError, MicrosandboxError
+from microsandbox.kernel import build_kernel
 from microsandbox.kvm_host import require_guest_userspace
+from tests.vmm.test_kernel import CACHE as KERNEL_CACHE
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +29,11 @@ def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
             require_guest_userspace(guest_kernel_is_pvm=bool(os.environ.get("MSB_KERNEL_PVM")))
         except KvmUnavailableError as exc:
             pytest.skip(f"the microVM backend cannot run sandboxes here: {exc}")
+        if not os.environ.get("MSB_KERNEL"):   # the kernel built once into ~/.cache, not per MSB_HOME
+            try:
+                monkeypatch.setenv("MSB_KERNEL", str(build_kernel(KERNEL_CACHE)))
+            except MicrosandboxError as exc:
+                pytest.skip(f"no guest kernel: {exc}")
     monkeypatch.setenv("MSB_ISOLATION", request.param)
     return request.param
 
