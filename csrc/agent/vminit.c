@@ -1,7 +1,11 @@
 /* PID 1 in the microVM, started from the monitor's initramfs: the image's stitched disk is
  * /dev/vda (fsmeta EROFS whose chunks point into the layer extents), the writable upper is
  * /dev/vdb (ext4) when the sandbox has one and tmpfs otherwise; overlayfs joins them into the root
- * it switches to. Progress goes to the kernel console, where the monitor timestamps it. */
+ * it switches to. Progress goes to the kernel console, where the monitor timestamps it.
+ *
+ * The kernel command line hands init its unknown key=value words as environment; msb_disk,
+ * msb_upper and msb_channel_fd (an inherited descriptor instead of /dev/hvc0) let another
+ * launcher, such as the tests' PID namespace on a loop device, start the very same init. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -25,15 +29,21 @@ static int wait_for(const char *path) {
     return access(path, F_OK) == 0;
 }
 
+static const char *setting(const char *name, const char *fallback) {
+    const char *value = getenv(name);
+    return value && *value ? value : fallback;
+}
+
 static int mount_root(void) {
+    const char *disk = setting("msb_disk", "/dev/vda"), *upper = setting("msb_upper", "/dev/vdb");
     mkdir("/lower", 0755);
     mkdir("/upper", 0755);
     mkdir("/newroot", 0755);
-    if (step(wait_for("/dev/vda"), "find the image disk /dev/vda") ||
-        step(mount("/dev/vda", "/lower", "erofs", MS_RDONLY, NULL) == 0, "mount the image root from /dev/vda"))
+    if (step(wait_for(disk), "find the image disk") ||
+        step(mount(disk, "/lower", "erofs", MS_RDONLY, NULL) == 0, "mount the image root (EROFS)"))
         return -1;
-    if (access("/dev/vdb", F_OK) == 0) {
-        if (step(mount("/dev/vdb", "/upper", "ext4", 0, NULL) == 0, "mount the writable upper /dev/vdb")) return -1;
+    if (access(upper, F_OK) == 0) {
+        if (step(mount(upper, "/upper", "ext4", 0, NULL) == 0, "mount the writable upper (ext4)")) return -1;
     } else if (step(mount("msb-upper", "/upper", "tmpfs", 0, "mode=0755") == 0, "mount a tmpfs upper")) {
         return -1;
     }
@@ -76,11 +86,15 @@ int vm_init(void) {
     if (move_into_root()) return -1;
     const char *name = getenv("msb_hostname"); /* from the kernel command line */
     if (name) sethostname(name, strlen(name));
-    int fd = open("/dev/hvc0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    const char *inherited = getenv("msb_channel_fd");
+    int fd = inherited ? atoi(inherited) : open("/dev/hvc0", O_RDWR | O_NOCTTY | O_CLOEXEC);
     struct termios raw;
-    if (step(fd >= 0 && tcgetattr(fd, &raw) == 0, "open the agent channel /dev/hvc0")) return -1;
-    cfmakeraw(&raw);
-    if (step(tcsetattr(fd, TCSANOW, &raw) == 0, "make /dev/hvc0 raw")) return -1;
+    if (step(fd >= 0, "open the agent channel /dev/hvc0")) return -1;
+    if (isatty(fd)) { /* the console port is a tty: no echo, no line editing, no CR/LF rewriting */
+        if (step(tcgetattr(fd, &raw) == 0, "read the agent channel's tty settings")) return -1;
+        cfmakeraw(&raw);
+        if (step(tcsetattr(fd, TCSANOW, &raw) == 0, "make the agent channel raw")) return -1;
+    }
     dprintf(2, "msb-agent: ready\n");
     return fd;
 }
