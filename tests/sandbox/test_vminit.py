@@ -23,7 +23,7 @@ from microsandbox.compose import compose_image
 from microsandbox.layers import convert_layer
 from microsandbox.sandbox import protocol
 from microsandbox.sandbox.channel import ChannelMux
-from microsandbox.sandbox.namespace import agent_binary
+from microsandbox.sandbox.namespace import agent_binary, make_upper_disk
 from tests.rootfs import build_root, pack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -52,18 +52,27 @@ def _stitched_disk(work: Path) -> Path:
     return disk
 
 
-@pytest.fixture
-def guest(tmp_path: Path) -> Iterator[Path]:
-    loop = subprocess.run(["losetup", "-f", "--show", "-r", str(_stitched_disk(tmp_path))],
+def _loop(path: Path, *, read_only: bool) -> str:
+    done = subprocess.run(["losetup", "-f", "--show", *(["-r"] if read_only else []), str(path)],
                           capture_output=True, text=True)
-    if loop.returncode != 0:
-        pytest.skip(f"no loop device: {loop.stderr.strip()}")
-    device = loop.stdout.strip()
+    if done.returncode != 0:
+        pytest.skip(f"no loop device: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@pytest.fixture(params=["tmpfs", "ext4"])
+def guest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A running init; with "ext4" the sandbox has a sized upper disk (the VM's /dev/vdb)."""
+    devices = [_loop(_stitched_disk(tmp_path), read_only=True)]
+    env = {"msb_disk": devices[0], "msb_hostname": "vm-test", "msb_upper": "/dev/none"}
+    if request.param == "ext4":
+        devices.append(_loop(make_upper_disk(tmp_path, 64), read_only=False))
+        env["msb_upper"] = devices[1]
     initrd = tmp_path / "initrd"
     initrd.mkdir()
     shutil.copy2(agent_binary(), initrd / "init")
     host, channel = socket.socketpair()
-    env = {"msb_disk": device, "msb_channel_fd": str(channel.fileno()), "msb_hostname": "vm-test"}
+    env["msb_channel_fd"] = str(channel.fileno())
     init = subprocess.Popen(["unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", shutil.which("chroot") or "chroot", str(initrd),
                              "/init", "--vm"], env=env, pass_fds=(channel.fileno(),), stderr=subprocess.PIPE)
     channel.close()
@@ -82,7 +91,8 @@ def guest(tmp_path: Path) -> Iterator[Path]:
         _, log = init.communicate()
         mux.join(10)
         host.close()
-        subprocess.run(["losetup", "-d", device], check=False)
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
     assert became_ready, f"the agent never became ready: {log.decode(errors='replace')}"
     assert b"msb-agent: root mounted" in log and b"msb-agent: ready" in log, log
 
@@ -100,3 +110,11 @@ def test_init_mounts_the_stitched_root_and_serves(guest: Path) -> None:
     out = _sh(guest, "echo written > /etc/hostname && cat /etc/hostname && grep ' / ' /proc/mounts")
     assert out.stdout_text.startswith("written\noverlay / overlay rw")         # a writable overlay root
     assert _sh(guest, "ls -a /").stdout_text.split().count("lower") == 0      # the initramfs is gone
+
+
+@pytest.mark.parametrize("guest", ["ext4"], indirect=True)
+def test_an_ext4_upper_keeps_the_writes(guest: Path, tmp_path: Path) -> None:
+    assert _sh(guest, "echo kept > /new-file && sync").exit_code == 0
+    check = subprocess.run(["debugfs", "-R", "cat /data/new-file", str(tmp_path / "upper.ext4")],
+                           capture_output=True, text=True)
+    assert check.stdout == "kept\n", check.stderr
