@@ -7,12 +7,14 @@
 
 #include "vmm/api.h"
 
-static void *console_thread(void *arg) {
+/* Serves every queue of the device whenever its ioeventfd fires (the guest wrote QueueNotify, with
+ * no exit to the vCPU thread) and, for the console, whenever its host socket has input. */
+static void *device_thread(void *arg) {
     struct msb_vm_device *d = arg;
-    struct msb_console *c = &d->console;
+    struct msb_console *c = d->mmio.device_id == MSB_VIRTIO_ID_CONSOLE ? &d->console : NULL;
     for (;;) {
         pthread_mutex_lock(&d->lock);
-        int want_input = !c->host_closed && !c->in_len; /* else wait for the driver's next kick */
+        int want_input = c && !c->host_closed && !c->in_len; /* else wait for the driver's next kick */
         pthread_mutex_unlock(&d->lock);
         struct pollfd p[3] = {{d->vm->stop_fd, POLLIN, 0}, {d->kick_fd, POLLIN, 0},
                               {want_input ? c->fd : -1, POLLIN, 0}};
@@ -27,9 +29,8 @@ static void *console_thread(void *arg) {
         }
         pthread_mutex_lock(&d->lock);
         uint32_t before = d->mmio.interrupt_status;
-        if (p[2].revents) msb_console_pull(c);
-        msb_mmio_notify(&d->mmio, MSB_CONSOLE_TX);
-        msb_mmio_notify(&d->mmio, MSB_CONSOLE_RX);
+        if (c && p[2].revents) msb_console_pull(c);
+        for (uint32_t q = 0; q < d->mmio.num_queues; q++) msb_mmio_notify(&d->mmio, q);
         msb_vm_device_irq(d, before);
         pthread_mutex_unlock(&d->lock);
     }
@@ -37,7 +38,7 @@ static void *console_thread(void *arg) {
 }
 
 int msb_device_thread_start(struct msb_vm_device *d) {
-    if (pthread_create(&d->thread, NULL, console_thread, d)) return -1;
+    if (pthread_create(&d->thread, NULL, device_thread, d)) return -1;
     d->has_thread = 1;
     return 0;
 }

@@ -151,12 +151,26 @@ static struct msb_vm_device *new_device(struct msb_vm *vm, uint64_t base) {
     return d;
 }
 
+/* Queue kicks wake the device's thread directly through an ioeventfd on QueueNotify, so the
+ * vCPU never exits for them and never waits on device I/O. Without ioeventfd the kicks exit to
+ * the vCPU thread, which serves them itself (and a disk needs no thread at all). */
+static int attach_kick(struct msb_vm *vm, struct msb_vm_device *d) {
+    d->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct kvm_ioeventfd kick = {.addr = d->base + MSB_MMIO_QUEUE_NOTIFY, .len = 4, .fd = d->kick_fd};
+    if (d->kick_fd >= 0 && ioctl(vm->vm, KVM_IOEVENTFD, &kick) < 0) {
+        close(d->kick_fd);
+        d->kick_fd = -1;
+    }
+    return d->kick_fd >= 0;
+}
+
 int msb_vm_add_blk(struct msb_vm *vm, uint64_t base, int read_only) {
     struct msb_vm_device *d = new_device(vm, base);
     if (!d) return -1;
     d->blk.read_only = read_only;
     uint64_t features = MSB_VIRTIO_BLK_F_FLUSH | (read_only ? MSB_VIRTIO_BLK_F_RO : 0);
     msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_BLOCK, features, 1, d->config, 8, &d->blk, msb_blk_notify, &vm->mem);
+    if (attach_kick(vm, d) && msb_device_thread_start(d)) return -1;
     return (int)d->index;
 }
 
@@ -166,15 +180,8 @@ int msb_vm_add_console(struct msb_vm *vm, uint64_t base, int fd) {
     d->console.fd = fd;
     d->console.queues = d->mmio.queues;
     msb_mmio_init(&d->mmio, MSB_VIRTIO_ID_CONSOLE, 0, 2, d->config, 12, &d->console, msb_console_notify, &vm->mem);
-    /* Queue kicks wake the device thread directly; without ioeventfd they exit to the vCPU thread,
-     * which serves them itself. */
-    d->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct kvm_ioeventfd kick = {.addr = base + MSB_MMIO_QUEUE_NOTIFY, .len = 4, .fd = d->kick_fd};
-    if (d->kick_fd >= 0 && ioctl(vm->vm, KVM_IOEVENTFD, &kick) < 0) {
-        close(d->kick_fd);
-        d->kick_fd = -1;
-    }
-    return msb_device_thread_start(d) ? -1 : (int)d->index;
+    attach_kick(vm, d);
+    return msb_device_thread_start(d) ? -1 : (int)d->index;   /* the console's input needs its thread */
 }
 
 int msb_vm_console_bytes(struct msb_vm *vm, uint32_t device, uint64_t *to_guest, uint64_t *to_host) {
