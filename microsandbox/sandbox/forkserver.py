@@ -47,7 +47,7 @@ def spawn_monitor(folder: Path, lifeline: int, log: int) -> int:
     """Fork a monitor for ``folder``; returns its pid. Thread-safe."""
     global _client
     with _lock:
-        for attempt in (1, 2):   # a server that died (killed by someone) is replaced once
+        for _ in range(2):   # a server that died (killed by someone) is replaced once
             try:
                 sock = _server()
                 sock.sendmsg([os.fsencode(folder)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,

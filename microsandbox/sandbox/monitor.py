@@ -74,7 +74,7 @@ class Monitor:
         return round((time.perf_counter() - self.started) * 1000, 2)
 
     def save(self) -> None:
-        self.timeline.update(zip(("io_exits", "mmio_exits"), self.vm.exit_counts()))
+        self.timeline.update(zip(("io_exits", "mmio_exits"), self.vm.exit_counts(), strict=True))
         with atomic_output(self.folder / "boot.json") as out:
             out.write(json.dumps(self.timeline, indent=1).encode())
 

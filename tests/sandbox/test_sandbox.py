@@ -153,7 +153,7 @@ def test_a_killed_creator_leaves_nothing_behind(registry: Registry, msb_home: Pa
         run(asyncio.sleep(0.01))
     assert run(Sandbox.list()) == []
     assert leftovers(str(msb_home)) == []
-    assert not os.path.isdir(f"/sys/fs/cgroup/memory/msb/orphan")
+    assert not os.path.isdir("/sys/fs/cgroup/memory/msb/orphan")
 
 
 def test_default_isolation_refuses_on_kvm_pvm(registry: Registry, msb_home: Path, monkeypatch) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from microsandbox._core.diskprobe import flat_extents
 from microsandbox._vmm import ffi, lib
 
-from .virtq import AVAIL, DATA, DESC, FLUSH, GET_ID, IN, NEXT, OUT, USED, Guest
+from .virtq import AVAIL, DATA, DESC, FLUSH, GET_ID, IN, NEXT, OUT, Guest
 
 def blk(paths: list[tuple[Path, int, int]], read_only: bool = True):
     b = ffi.new("struct msb_blk *")
@@ -59,6 +59,17 @@ def test_writes_and_read_only(two_files: list[Path]) -> None:
     _, buf2 = g2.request(OUT, 0, 512, b"x" * 512)
     assert lib.msb_blk_process(ro, g2.q, g2.mem) == 1 and g2.view[buf2 + 512] == 1   # IOERR
     assert ro.errors == 1 and not two_files[1].read_bytes().startswith(b"x" * 512)
+
+
+def test_flush_reaches_the_backing_files(two_files: list[Path]) -> None:
+    """FLUSH (the guest's sync on an ext4 upper) fsyncs every extent and reports success."""
+    b, _ = blk([(two_files[0], 0, 1 << 20), (two_files[1], 0, 1 << 20)], read_only=False)
+    g = Guest()
+    g.request(OUT, 2048 + 1, 512, b"f" * 512)             # lands in the second file
+    _, status = g.request(FLUSH, 0, 0)
+    assert lib.msb_blk_process(b, g.q, g.mem) == 2
+    assert g.view[status] == 0 and b.errors == 0
+    assert two_files[1].read_bytes()[512:1024] == b"f" * 512
 
 
 def test_past_the_end_unsupported_and_get_id(two_files: list[Path]) -> None:
