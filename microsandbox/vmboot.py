@@ -84,7 +84,8 @@ def prepare(vm: Vm, vmlinux: Path, *, disks: list[Disk], cmdline: str, ram_bytes
     if initrd:
         at = (ram_bytes - len(initrd)) & ~0xFFF      # at the top of RAM, clear of the kernel
         if at < kernel.end + (16 << 20):
-            raise InvalidConfigError(f"{ram_bytes >> 20} MiB of guest RAM leave no room for a {len(initrd)}-byte initramfs")
+            raise InvalidConfigError(f"{ram_bytes >> 20} MiB of guest RAM leave no room for a "
+                                     f"{len(initrd)}-byte initramfs")
         vm.load(at, initrd)
         vm.load(MODLIST, struct.pack("<QQQQ", at, len(initrd), 0, 0))
         modules = 1

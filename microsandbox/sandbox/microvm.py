@@ -1,10 +1,10 @@
 """The microVM backend, host side: start a monitor process for the sandbox and wait for its agent.
 
 The monitor (``microsandbox.sandbox.monitor``, forked by ``forkserver``) is the sandbox's only
-process on the host: it holds
-the VM, multiplexes the agent channel onto ``run/agent.sock`` (the socket ``Sandbox.exec`` uses for
-every backend) and ends with its creator through the lifeline. The guest gets the image's stitched
-VMDK read-only as /dev/vda and, when ``upper_size_mib`` asks, a sparse ext4 file as /dev/vdb.
+process on the host: it holds the VM, multiplexes the agent channel onto ``run/agent.sock`` (the
+socket ``Sandbox.exec`` uses for every backend) and ends with its creator through the lifeline.
+The guest gets the image's stitched VMDK read-only as /dev/vda and, when ``upper_size_mib`` asks,
+a sparse ext4 file as /dev/vdb.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..kernel import kernel_path
 from ..rootfs import ImageRootfs
 from . import forkserver, lifeline
 from .namespace import make_upper_disk
+
 
 def boot_timeout() -> float:
     return float(os.environ.get("MSB_BOOT_TIMEOUT", "30"))

@@ -5,6 +5,7 @@ inherited socket instead of /dev/hvc0. It mounts the EROFS root and the overlay,
 it and serves execs through the monitor's multiplexer: the guest side of the VM backend, here."""
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import tarfile
 import threading
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +73,8 @@ def guest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     shutil.copy2(agent_binary(), initrd / "init")
     host, channel = socket.socketpair()
     env["msb_channel_fd"] = str(channel.fileno())
-    init = subprocess.Popen(["unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", shutil.which("chroot") or "chroot", str(initrd),
+    chroot = shutil.which("chroot") or "chroot"
+    init = subprocess.Popen(["unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", chroot, str(initrd),
                              "/init", "--vm"], env=env, pass_fds=(channel.fileno(),), stderr=subprocess.PIPE)
     channel.close()
     sock = tmp_path / "agent.sock"
