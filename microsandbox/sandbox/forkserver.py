@@ -30,14 +30,15 @@ SERVER_NAME = "msb-forkserver"
 _REQUEST_MAX = 4096
 _lock = threading.Lock()
 _client: socket.socket | None = None
+_process: subprocess.Popen[bytes] | None = None   # kept so that it is reaped, not reported as leaked
 
 
 def _server() -> socket.socket:
-    global _client
+    global _client, _process
     if _client is None:
         ours, theirs = socket.socketpair()
-        subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+        _process = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
+                                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         _client = ours
     return _client
@@ -60,6 +61,9 @@ def spawn_monitor(folder: Path, lifeline: int, log: int) -> int:
             if _client is not None:
                 _client.close()
                 _client = None
+                if _process is not None and _process.poll() is None:
+                    _process.kill()
+                    _process.wait()
     raise VmError("the microVM fork server is not answering; see the sandbox's monitor.log")
 
 
