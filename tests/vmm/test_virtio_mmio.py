@@ -6,7 +6,8 @@ import struct
 from pathlib import Path
 
 from microsandbox._vmm import ffi, lib
-from tests.vmm.test_virtio_blk import AVAIL, DESC, IN, USED, Guest, blk
+from tests.vmm.test_virtio_blk import blk
+from tests.vmm.virtq import AVAIL, DESC, IN, USED, Guest
 
 ACK, DRIVER, FEATURES_OK, DRIVER_OK = 1, 2, 8, 4
 
