@@ -28,7 +28,9 @@ if TYPE_CHECKING:   # what the lazy names below are, for type checkers and edito
     from .image_types import (DiskImageFormat, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail,
                               ImagePruneReport, ImageSource, PullPolicy)
     from .pull import PullEvent
-    from .sandbox import ExecOutput, Sandbox, SandboxInfo
+    from .sandbox.api import Sandbox
+    from .sandbox.protocol import ExecOutput
+    from .sandbox.records import SandboxInfo
 
 # Everything else loads on first use (PEP 562), so that a process needing only part of the package
 # (the microVM monitor, the CLI's quick commands) does not pay for importing all of it.

@@ -21,7 +21,7 @@ from .disk import probe
 from .errors import MicrosandboxError
 from .image import Image
 from .image_cache import rootfs_for
-from .sandbox import Sandbox
+from .sandbox.api import Sandbox
 
 Step = Callable[[Path], str]
 

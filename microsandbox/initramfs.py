@@ -25,7 +25,11 @@ def build(agent: bytes) -> bytes:
     return out + bytes(-len(out) % 512)
 
 
+def for_agent(agent: Path) -> bytes:
+    """The initramfs for the agent binary at ``agent``, built once per version of that file."""
+    return _for_agent(agent, agent.stat().st_mtime_ns)
+
+
 @lru_cache(maxsize=4)
-def for_agent(agent: Path, mtime_ns: int) -> bytes:
-    """The initramfs for the agent binary at ``agent`` (keyed by its mtime: a rebuilt agent counts)."""
+def _for_agent(agent: Path, mtime_ns: int) -> bytes:
     return build(agent.read_bytes())

@@ -41,7 +41,8 @@ static int receive(struct msb_console *c, struct msb_vq *q, const struct msb_gue
     return served;
 }
 
-static int send_all(struct msb_console *c, const uint8_t *p, uint32_t n) {
+/* Blocks until the host takes every byte, or marks the host closed and drops the rest. */
+static void send_all(struct msb_console *c, const uint8_t *p, uint32_t n) {
     while (n && !c->host_closed) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
@@ -53,7 +54,6 @@ static int send_all(struct msb_console *c, const uint8_t *p, uint32_t n) {
         n -= (uint32_t)w;
         c->to_host += (uint64_t)w;
     }
-    return 0;
 }
 
 static int transmit(struct msb_console *c, struct msb_vq *q, const struct msb_guest_mem *mem) {

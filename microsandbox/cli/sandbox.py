@@ -8,7 +8,7 @@ import secrets
 import sys
 from dataclasses import asdict
 
-from ..sandbox import Sandbox
+from ..sandbox.api import Sandbox
 
 
 def register(sub: argparse._SubParsersAction) -> None:

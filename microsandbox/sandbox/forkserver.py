@@ -33,6 +33,14 @@ _client: socket.socket | None = None
 _process: subprocess.Popen[bytes] | None = None   # kept so that it is reaped, not reported as leaked
 
 
+def is_monitor(pid: int) -> bool:
+    """True while ``pid`` is a live monitor (its pid not reused by another program)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == PROCESS_NAME
+    except OSError:
+        return False
+
+
 def _server() -> socket.socket:
     global _client, _process
     if _client is None:

@@ -19,6 +19,7 @@ from ..fsutil import atomic_output
 from ..kernel import kernel_path
 from ..rootfs import ImageRootfs
 from . import forkserver, lifeline
+from .forkserver import is_monitor
 from .namespace import make_upper_disk
 
 
@@ -84,14 +85,6 @@ def _console_tail(folder: Path) -> str:
         return (folder / "console.log").read_bytes()[-600:].decode(errors="replace") or "(empty)"
     except OSError:
         return "(none yet)"
-
-
-def is_monitor(pid: int) -> bool:
-    """True while ``pid`` is a live monitor (its pid not reused by another program)."""
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == forkserver.PROCESS_NAME
-    except OSError:
-        return False
 
 
 def stop(folder: Path, name: str, pid: int | None) -> None:

@@ -40,8 +40,7 @@ def warm_up(folder: Path | None = None) -> None:
     """Build what monitors need (the agent's initramfs, the parsed kernel) before forking them: the
     fork server calls this at start for the default kernel and before each fork for the one the
     sandbox names, so each kernel is read once per server, not once per boot."""
-    agent = agent_binary()
-    initramfs.for_agent(agent, agent.stat().st_mtime_ns)
+    initramfs.for_agent(agent_binary())
     try:
         kernel = Path(json.loads((folder / "vm.json").read_text())["kernel"]) if folder else kernel_path()
         load_image(kernel)
@@ -59,14 +58,13 @@ class Monitor:
         disks = [Disk(Path(self.cfg["disk"]))]
         if self.cfg.get("upper"):
             disks.append(Disk(Path(self.cfg["upper"]), read_only=False))
-        agent = agent_binary()
         ram = self.cfg["memory_mib"] << 20
         self.vm = Vm(ram, irqchip=True)
         quiet = "" if self.cfg.get("kernel_log") else "quiet"
         cmdline = kernel_cmdline(devices=len(disks) + 1, init_args="--vm",
                                  extra=f"{quiet} msb_hostname={self.cfg['hostname']}")
         self.fds = prepare(self.vm, Path(self.cfg["kernel"]), disks=disks, cmdline=cmdline, ram_bytes=ram,
-                           console=guest, initrd=initramfs.for_agent(agent, agent.stat().st_mtime_ns))
+                           console=guest, initrd=initramfs.for_agent(agent_binary()))
         self.timeline["monitor_setup_ms"] = self.ms()
         self.timeline["kernel_entry_ms"] = self.timeline["monitor_setup_ms"]   # PVH: the first KVM_RUN enters it
 
@@ -97,16 +95,21 @@ class Monitor:
         loop.call_soon_threadsafe(end, reason)
 
     async def keep_console_log(self) -> None:
-        """Appends the guest's console output to ``console.log`` as it comes (for diagnosis)."""
-        written = 0
-        with open(self.folder / "console.log", "ab") as log:
-            while True:
-                out = self.vm.console_output()
-                if len(out) > written:
-                    log.write(out[written:])
-                    log.flush()
-                    written = len(out)
-                await asyncio.sleep(0.2)
+        """Keeps ``console.log`` up with the guest's console (for diagnosis); the file appears as
+        the vCPU starts."""
+        (self.folder / "console.log").touch()
+        while True:
+            self.flush_console()
+            await asyncio.sleep(0.2)
+
+    def flush_console(self) -> None:
+        """Appends what the guest printed since the log file last grew."""
+        log = self.folder / "console.log"
+        out = self.vm.console_output()
+        written = log.stat().st_size if log.exists() else 0
+        if len(out) > written:
+            with open(log, "ab") as f:
+                f.write(out[written:])
 
     def agent_ready(self) -> None:
         self.timeline["agent_ready_ms"] = self.ms()
@@ -133,13 +136,7 @@ class Monitor:
             return await ended
         finally:
             console_log.cancel()
-            self.write_console_tail()
-
-    def write_console_tail(self) -> None:
-        log = self.folder / "console.log"
-        written = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:
-            out.write(self.vm.console_output()[written:])
+            self.flush_console()
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InvalidConfigError, SandboxNotFoundError
 from ..fsutil import atomic_output
 from ..paths import sandboxes_dir
-from .forkserver import PROCESS_NAME as MONITOR_NAME
+from .forkserver import is_monitor
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -52,9 +52,9 @@ class SandboxRecord(SandboxInfo):
         pid is not reused by another program."""
         if self.state != "running" or not self.pid:
             return False
+        if self.backend == "vm":   # monitors are forked, so they are known by name, not argv
+            return is_monitor(self.pid)
         try:
-            if self.backend == "vm":   # monitors are forked, so they are known by name, not argv
-                return Path(f"/proc/{self.pid}/comm").read_text().strip() == MONITOR_NAME
             return Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0", 1)[0].endswith(b"msb-agent")
         except OSError:
             return False

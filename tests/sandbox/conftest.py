@@ -10,6 +10,7 @@ import pytest
 from microsandbox import KvmUnavailableError, MicrosandboxError
 from microsandbox.kernel import build_kernel
 from microsandbox.kvm_host import require_guest_userspace
+from microsandbox.sandbox.forkserver import PROCESS_NAME
 from tests.vmm.test_kernel import CACHE as KERNEL_CACHE
 
 
@@ -57,7 +58,7 @@ def _processes(home: str) -> list[str]:
             env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
             comm = open(f"/proc/{pid}/comm").read().strip()
             files = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")] \
-                if comm == "msb-monitor" else []
+                if comm == PROCESS_NAME else []
         except OSError:
             continue
         helper = (b"--on-eof" in argv or b"sandbox.teardown" in argv) and f"MSB_HOME={home}".encode() in env

@@ -27,6 +27,21 @@ def stop_with(value: str) -> str:
     return f"{load}mov dx, {STOP_PORT}\nout dx, al\nhlt\n"
 
 
+def wait_for_used(used: int, *, or_stop: int) -> str:
+    """Asm that spins until the used ring at ``used`` holds one entry (a device thread completes
+    requests asynchronously), or stops with ``or_stop`` after 50 million tries. Uses 9:/8:."""
+    return f"""
+        mov ecx, 50000000
+    9:  cmp word ptr [{used + 2:#x}], 1
+        je 8f
+        pause
+        dec ecx
+        jnz 9b
+        {stop_with(or_stop)}
+    8:
+"""
+
+
 def driver_setup(base: int, queues: list[tuple[int, int, int, int]]) -> str:
     """Asm for the virtio-mmio driver sequence (reset, ACKNOWLEDGE, DRIVER, VERSION_1,
     FEATURES_OK, queues of (size, desc, avail, used), DRIVER_OK), register window at ``base``."""

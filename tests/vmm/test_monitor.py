@@ -22,7 +22,7 @@ from microsandbox.kernel import build_kernel
 from microsandbox.kvm_host import kvm_status
 from microsandbox.layers import convert_layer
 from microsandbox.sandbox import forkserver
-from microsandbox.sandbox.microvm import is_monitor
+from microsandbox.sandbox.forkserver import is_monitor
 from tests.vmm.test_kernel import CACHE
 
 pytestmark = [pytest.mark.slow,
@@ -90,7 +90,7 @@ def test_a_monitor_that_cannot_start_says_why_and_the_server_ends_with_its_creat
 import os, sys, time
 from pathlib import Path
 from microsandbox.sandbox import forkserver
-from microsandbox.sandbox.microvm import is_monitor
+from microsandbox.sandbox.forkserver import is_monitor
 folder = Path({str(tmp_path)!r})
 r, w = os.pipe()
 pid = forkserver.spawn_monitor(folder, r, sys.stderr.fileno())

@@ -11,7 +11,7 @@ import pytest
 from microsandbox import InvalidConfigError, VmError
 from microsandbox.vmm import Vm
 
-from .guests import COM1, assemble, driver_setup, stop_with
+from .guests import COM1, assemble, driver_setup, stop_with, wait_for_used
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="needs a usable /dev/kvm")
@@ -107,14 +107,8 @@ def test_guest_drives_virtio_blk_through_mmio(tmp_path) -> None:
                     + "".join(f"mov dword ptr [{off:#x}], {val:#x}\n" for off, val in registers) + f"""
         xor ax, ax
         mov ds, ax
-        mov ecx, 50000000
-    1:  cmp word ptr [{used + 2:#x}], 1
-        je 2f
-        pause
-        dec ecx
-        jnz 1b
-        {stop_with(1)}
-    2:  mov si, {data:#x}
+        {wait_for_used(used, or_stop=1)}
+        mov si, {data:#x}
         mov cx, 16
         mov dx, {COM1}
     3:  lodsb
@@ -191,25 +185,15 @@ def console_guest() -> bytes:
     return assemble(driver_setup(CONSOLE, [(8, RX_DESC, RX_AVAIL, RX_USED), (8, TX_DESC, TX_AVAIL, TX_USED)]) + f"""
         mov dword ptr [rbx + 0x50], 1      # transmitq
         mov dword ptr [rbx + 0x50], 0      # receiveq
-        mov ecx, 50000000
-    1:  cmp word ptr [{RX_USED + 2}], 1
-        je 2f
-        pause
-        loop 1b
-        {stop_with(1)}
-    2:  mov ecx, dword ptr [{RX_USED + 8}]  # bytes the device wrote
+        {wait_for_used(RX_USED, or_stop=1)}
+        mov ecx, dword ptr [{RX_USED + 8}]  # bytes the device wrote
         mov rsi, {RX_BUF}
         mov dx, {COM1}
     3:  lodsb
         out dx, al
         loop 3b
-        mov ecx, 50000000
-    4:  cmp word ptr [{TX_USED + 2}], 1 # the transmit buffer came back too
-        je 5f
-        pause
-        loop 4b
-        {stop_with(2)}
-    5:  {stop_with(7)}
+        {wait_for_used(TX_USED, or_stop=2)}     # the transmit buffer came back too
+        {stop_with(7)}
     """)
 
 
@@ -267,13 +251,8 @@ def test_long_mode_guest_reads_a_composed_vmdk_past_its_first_extent(tmp_path) -
     mem[status] = 0xFF
     code = assemble(driver_setup(disk, [(8, desc, avail, used)]) + f"""
         mov dword ptr [rbx + 0x50], 0       # notify: the disk's thread serves it (ioeventfd)
-        mov ecx, 50000000
-    2:  cmp word ptr [{used + 2}], 1
-        je 3f
-        pause
-        loop 2b
-        {stop_with(1)}
-    3:  mov rsi, {data}
+        {wait_for_used(used, or_stop=1)}
+        mov rsi, {data}
         mov ecx, 16
         mov dx, {COM1}
     1:  lodsb

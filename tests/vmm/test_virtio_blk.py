@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from microsandbox._core.diskprobe import flat_extents
 from microsandbox._vmm import ffi, lib
 
-from .virtq import AVAIL, DATA, DESC, FLUSH, GET_ID, IN, NEXT, OUT, Guest
+from .virtq import AVAIL, DATA, DESC, FLUSH, GET_ID, HOSTILE, IN, NEXT, OUT, Guest
 
 def blk(paths: list[tuple[Path, int, int]], read_only: bool = True):
     b = ffi.new("struct msb_blk *")
@@ -145,18 +144,10 @@ def test_loops_and_bad_indexes_stop_the_queue(two_files: list[Path]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(descs=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 7),
-                                st.integers(0, 40)), min_size=1, max_size=16),
-       heads=st.lists(st.integers(0, 40), min_size=1, max_size=20), idx=st.integers(0, 2**16 - 1))
+@given(**HOSTILE)
 def test_hostile_queues_never_escape_guest_memory(two_files: list[Path], descs, heads, idx: int) -> None:
     b, _ = blk([(two_files[0], 0, 1 << 20)])
     g = Guest(ram=1 << 20)
-    for i, (addr, length, flags, nxt) in enumerate(descs):
-        # aim most buffers into RAM so that requests really run, the rest anywhere
-        addr = DATA + addr % (1 << 19) if i % 3 else addr
-        struct.pack_into("<QIHH", g.view, DESC + 16 * i, addr, length % (1 << 20) if i % 3 else length, flags, nxt)
-    for i, h in enumerate(heads):
-        struct.pack_into("<H", g.view, AVAIL + 4 + 2 * i, h)
-    struct.pack_into("<H", g.view, AVAIL + 2, idx)
+    g.load_hostile(descs, heads, idx, max_len=1 << 20)
     rc = lib.msb_blk_process(b, g.q, g.mem)
     assert rc == -1 or 0 <= rc <= 16

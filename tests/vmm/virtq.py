@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from hypothesis import strategies as st
+
 from microsandbox._vmm import ffi
 
 DESC, AVAIL, USED, DATA = 0x1000, 0x2000, 0x3000, 0x10000
@@ -51,3 +53,22 @@ class Guest:
     def used(self) -> list[tuple[int, int]]:
         idx = struct.unpack_from("<H", self.view, USED + 2)[0]
         return [struct.unpack_from("<II", self.view, USED + 4 + 8 * (i % self.size)) for i in range(idx)]
+
+    def load_hostile(self, descs: list[tuple[int, int, int, int]], heads: list[int], idx: int, max_len: int) -> None:
+        """Write fuzzed descriptors (addr, len, flags, next), avail ring heads and avail index. Most
+        buffers are aimed into RAM and kept under ``max_len`` so that requests really run; every
+        third lands anywhere."""
+        for i, (addr, length, flags, nxt) in enumerate(descs):
+            addr = DATA + addr % (1 << 19) if i % 3 else addr
+            length = length % max_len if i % 3 else length
+            struct.pack_into("<QIHH", self.view, DESC + 16 * i, addr, length, flags, nxt)
+        for i, h in enumerate(heads):
+            struct.pack_into("<H", self.view, AVAIL + 4 + 2 * i, h)
+        struct.pack_into("<H", self.view, AVAIL + 2, idx)
+
+
+# Strategies for ``Guest.load_hostile``: descriptor tables, avail heads and an avail index.
+HOSTILE = {"descs": st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 7),
+                                       st.integers(0, 40)), min_size=1, max_size=16),
+           "heads": st.lists(st.integers(0, 40), min_size=1, max_size=20),
+           "idx": st.integers(0, 2**16 - 1)}
