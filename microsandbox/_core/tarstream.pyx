@@ -43,11 +43,6 @@ cdef extern from "layers/gunzip.h" nogil:
 GZIP_ENGINE = msb_gunzip_engine().decode()
 
 
-cdef extern from "fcntl.h" nogil:
-    int sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags)
-    unsigned int SYNC_FILE_RANGE_WRITE
-
-
 cdef extern from "zstd.h" nogil:
     ctypedef struct ZSTD_DStream:
         pass
@@ -72,7 +67,7 @@ DEF OUT_SIZE = 1 << 18
 DEF IN_SLOTS = 3      # ring buffers: one being filled, the rest waiting for (or in) the hasher
 DEF OUT_SLOTS = 6
 DEF BLOCK = 512
-DEF WRITEBACK_EVERY = 16 << 20
+DEF SYNC_EVERY = 16 << 20
 
 # Bounds that keep a hostile layer from exhausting memory; each is far beyond real images.
 MAX_PATH = 32768
@@ -97,14 +92,15 @@ def _bad(str why, **context):
     return InvalidLayerError(f"invalid layer: {why}", **context)
 
 
-class _Hasher:
-    """sha256 of the compressed stream on another core. The producer hands over views of its input
-    ring (no copies); the worker hashes them in order (hashlib drops the GIL) and then returns each
-    buffer by releasing the input ring's semaphore."""
+class _Worker:
+    """A thread that runs submitted calls in order, for work that drops the GIL and must not hold
+    up the thread that submits it: hashing the compressed input (hashlib releases the GIL) and
+    syncing the output as it grows. The first exception a call raises is kept for ``close``."""
 
-    def __init__(self):
+    def __init__(self, name):
         self.queue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="msb-layer-hash", daemon=True)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self):
@@ -112,26 +108,43 @@ class _Hasher:
             item = self.queue.get()
             if item is None:
                 return
-            item[0].update(item[1])
-            item[2].release()
+            if self.error is None:
+                try:
+                    item[0](*item[1:])
+                except BaseException as exc:
+                    self.error = exc
 
-    def feed(self, hasher, view, free_slots):
-        self.queue.put((hasher, view, free_slots))
+    def submit(self, fn, *args):
+        self.queue.put((fn,) + args)
 
-    def close(self):
-        """Wait until every queued chunk is hashed."""
+    def idle(self):
+        return self.queue.empty()
+
+    def close(self, bint check=True):
+        """Wait until every submitted call has run; with ``check``, raise what the first failing
+        one raised (without it, the caller is already failing for its own reason)."""
         if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
+        if check and self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _hash_then_release(hasher, view, free_slots):
+    """Hash an input slot, then hand the slot back to the reader."""
+    hasher.update(view)
+    free_slots.release()
 
 
 cdef class Decoder:
     """Decompressed tar bytes from ``src.readinto``, hashed on both sides of the inflater.
 
-    Three threads share the work: a producer reads the source, inflates into a ring of output
-    slots and hashes them (the diff_id); a hasher hashes the compressed input (the blob digest);
-    the caller's thread parses and writes from the slots the producer has finished. Each slot goes
-    back to the producer once the caller moves past it."""
+    Four threads share the work: a producer reads the source and inflates into a ring of output
+    slots; a hasher hashes the compressed input (the blob digest) and the inflated slots (the
+    diff_id); the caller's thread parses and writes from the slots the producer has finished; a
+    sync worker fdatasyncs the output as it grows. A slot goes back to the producer once both the
+    caller and the hasher are done with it."""
     cdef object src
     cdef readonly int kind
     cdef unsigned char *inbase
@@ -152,15 +165,17 @@ cdef class Decoder:
     cdef size_t out_pos, out_end
     cdef bint ended
     cdef readonly unsigned long long plain_size
-    cdef unsigned long long unflushed   # bytes written since writeback was last started
+    cdef unsigned long long unflushed   # bytes written since the output was last synced
     # shared
     cdef list in_views, out_views
-    cdef object in_free, out_free      # semaphores: input slots hashed; output slots consumed
+    # Semaphores: input slots hashed; output slots consumed; output slots hashed. Consumer and
+    # hasher each finish slots in order, so one count from each frees the oldest slot.
+    cdef object in_free, out_free, out_hashed
     cdef object ready                  # (slot, bytes) from the producer, or the exception it hit
     cdef object producer
     cdef bint stopping
     cdef readonly object sha_compressed, sha_plain
-    cdef object hasher
+    cdef object hasher, flusher
 
     def __cinit__(self):
         self.inbase = <unsigned char *>malloc(IN_SIZE * IN_SLOTS)
@@ -187,9 +202,11 @@ cdef class Decoder:
         self.in_views = [whole_in[i * IN_SIZE:(i + 1) * IN_SIZE] for i in range(IN_SLOTS)]
         self.out_views = [whole_out[i * OUT_SIZE:(i + 1) * OUT_SIZE] for i in range(OUT_SLOTS)]
         self.in_free, self.out_free = threading.Semaphore(IN_SLOTS), threading.Semaphore(OUT_SLOTS)
+        self.out_hashed = threading.Semaphore(OUT_SLOTS)
         self.ready = queue.SimpleQueue()
         self.sha_plain = hashlib.sha256()
-        self.hasher = _Hasher()
+        self.hasher = _Worker("msb-layer-hash")
+        self.flusher = _Worker("msb-layer-sync")
         self._read_input()
         head = bytes(self.in_view[:min(self.in_end, 4)])
         if head[:2] == b"\x1f\x8b":
@@ -220,6 +237,7 @@ cdef class Decoder:
         try:
             while True:
                 self.out_free.acquire()
+                self.out_hashed.acquire()
                 if self.stopping:
                     return
                 self.p_slot = (self.p_slot + 1) % OUT_SLOTS
@@ -227,7 +245,10 @@ cdef class Decoder:
                 self.p_end = 0
                 self._fill_output()
                 if self.p_end:
-                    self.sha_plain.update(self.p_view[:self.p_end])
+                    self.hasher.submit(_hash_then_release, self.sha_plain, self.p_view[:self.p_end],
+                                       self.out_hashed)
+                else:
+                    self.out_hashed.release()
                 self.ready.put((self.p_slot, self.p_end))
                 if self.p_end == 0:
                     return
@@ -261,7 +282,8 @@ cdef class Decoder:
         if self.kind == PLAIN:
             self.in_free.release()
         else:
-            self.hasher.feed(self.sha_compressed, self.in_view[:self.in_end], self.in_free)
+            self.hasher.submit(_hash_then_release, self.sha_compressed, self.in_view[:self.in_end],
+                               self.in_free)
 
     cdef int _fill_output(self) except -1:
         """Inflate (or copy) into the producer's slot until it holds bytes or the stream ends."""
@@ -394,11 +416,11 @@ cdef class Decoder:
                         done += w
                 if err:
                     raise OSError(err, os.strerror(err))
-                # Start writeback as we go so the fsync that publishes the image has little left.
+                # Sync as the image grows, on another thread: the fsync that publishes it then
+                # has almost nothing left to wait for. Its error, if any, surfaces at ``drain``.
                 self.unflushed += take
-                if self.unflushed >= WRITEBACK_EVERY:
-                    with nogil:
-                        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+                if self.unflushed >= SYNC_EVERY and self.flusher.idle():
+                    self.flusher.submit(os.fdatasync, fd)
                     self.unflushed = 0
             self.out_pos += take
             offset += take
@@ -411,14 +433,17 @@ cdef class Decoder:
             self.out_pos = self.out_end
         self.producer.join()
         self.hasher.close()
+        self.flusher.close()
 
     def close(self):
-        """Stop the producer (it may be waiting for a free slot) and the hasher."""
+        """Stop the producer (it may be waiting for a free slot) and both workers."""
         self.stopping = True
         for _ in range(OUT_SLOTS):
             self.out_free.release()
+            self.out_hashed.release()
         self.producer.join()
-        self.hasher.close()
+        self.hasher.close(False)
+        self.flusher.close(False)
 
 
 # ------------------------------------------------------------------------------------------------
