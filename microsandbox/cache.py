@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CacheCorruptError
-from .fsutil import atomic_output, orphaned_temp
+from .fsutil import atomic_output, orphaned_temp, storage_error
 from .paths import cache_dir
 
 INDEX_VERSION = 1
@@ -93,8 +93,12 @@ class Cache:
     def _locked(self, index: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Hold the writers' lock around a change to ``index`` (the current one unless given),
         then publish it atomically."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "index.lock", "a+b") as lock:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / "index.lock", "a+b")
+        except OSError as exc:
+            raise storage_error(self.root / "index.lock", exc) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self.read_index() if index is None else index
             yield index

@@ -2,32 +2,50 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import StorageError
+
 
 @contextlib.contextmanager
 def atomic_output(dest: Path) -> Iterator[BinaryIO]:
     """A temp file beside ``dest``; on a clean exit it is fsynced and renamed over ``dest``.
 
-    On any exception the temp file is removed and ``dest`` is left as it was.
+    On any exception the temp file is removed and ``dest`` is left as it was. An ``OSError`` while
+    creating, writing, syncing or renaming (a full disk, a read-only or failing file system) becomes
+    a ``StorageError`` naming ``dest``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=dest.parent)
+    except OSError as exc:
+        raise storage_error(dest, exc) from None
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+        fsync_dir(dest.parent)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise storage_error(dest, exc) from None
         raise
-    fsync_dir(dest.parent)
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """What a user reads when ``path`` could not be written: the path and the system's reason."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += "; free some space there (`msb image prune` removes images no sandbox uses)"
+    return StorageError(f"cannot write {path}: {reason}", path=str(path), errno=exc.errno or errno.EIO)
 
 
 TMP_SUFFIX = ".tmp"

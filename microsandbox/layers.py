@@ -6,7 +6,6 @@ given, then fsyncs and renames: ``dest`` appears complete or not at all.
 """
 from __future__ import annotations
 
-import errno
 import io
 import os
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._core import tarstream
-from .errors import InvalidLayerError, StorageError
+from .errors import InvalidLayerError
 from .fsutil import atomic_output
 
 
@@ -47,11 +46,7 @@ def convert_layer(src: Source, dest: str | os.PathLike[str], *, expected_diff_id
     ``StorageError`` when the image cannot be written; in every failure nothing appears at ``dest``.
     """
     with _reader(src) as reader, atomic_output(Path(dest)) as out:
-        try:
-            facts = tarstream.convert(reader, out.fileno())
-        except OSError as exc:
-            raise StorageError(f"cannot write the EROFS image {dest}: {exc.strerror or exc}",
-                               path=str(dest), errno=exc.errno or errno.EIO) from None
+        facts = tarstream.convert(reader, out.fileno())
         result = LayerResult(
             diff_id=facts["diff_id"], compressed_digest=facts["compressed_digest"],
             compressed_size=facts["compressed_size"], uncompressed_size=facts["uncompressed_size"],

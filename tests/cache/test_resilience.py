@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from microsandbox import Image, ImagePullFailedError
+from microsandbox import Image, ImagePullFailedError, StorageError
 from microsandbox.cache import Cache
 from tests.oci_fixtures import Registry, free_port, need, push, run_registry
 
@@ -135,3 +136,41 @@ def test_four_processes_pull_one_image(registry: Registry, msb_home: Path) -> No
     assert list(index["references"]) == [ref] and len(index["manifests"]) == 1
     layers = sorted(p.name for p in (msb_home / "cache" / "layers").iterdir())
     assert len(layers) == 2 and all(name.endswith(".erofs") for name in layers)
+
+
+def _used_kib(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize // 1024
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size_kib: int) -> Iterator[None]:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "msb-full", str(where)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("short_kib", [4, 12, 36, None])
+def test_a_full_disk_fails_cleanly_and_a_pull_after_freeing_space_works(
+        registry: Registry, msb_home: Path, short_kib: int | None) -> None:
+    """``$MSB_HOME`` on a tmpfs a little too small for the image (``short_kib`` less than a pull
+    uses; ``None``: almost no room at all), so the space runs out at a different artifact each time
+    (index, blobs, fsmeta, layer images). The pull fails with ``StorageError``, leaves no temp file
+    and no unreadable index, and once there is room the same pull succeeds."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    ref = f"{registry.host}/test/two:1"
+    with _tmpfs(msb_home, 64 << 10):
+        asyncio.run(Image.pull(ref))
+        needed = _used_kib(msb_home)
+    with _tmpfs(msb_home, 8 if short_kib is None else needed - short_kib):
+        with pytest.raises(StorageError, match="No space left on device; free some space"):
+            asyncio.run(Image.pull(ref))
+        assert not [p for p in msb_home.rglob("*") if p.name.endswith(".tmp")]
+        Cache().read_index()   # absent or whole, never half-written
+        subprocess.run(["mount", "-o", f"remount,size={needed + 64}k", str(msb_home)], check=True)
+        handle = asyncio.run(Image.pull(ref))
+        assert handle.layer_count == 2 and len(asyncio.run(Image.list())) == 1
+        assert not [p for p in msb_home.rglob("*") if p.name.endswith(".tmp")]
