@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ._core.erofs import ErofsWriter, Node
 from ._core.erofs_read import read_image
 from .errors import InvalidLayerError
 from .fsutil import atomic_output
+from .gcpause import paused
 
 BLOCK = 4096
 SECTOR = 512
@@ -42,21 +42,18 @@ def compose_image(layers: list[Path], fsmeta_out: Path, vmdk_out: Path) -> Compo
     published atomically. Raises ``InvalidLayerError`` for a damaged layer image."""
     if not layers:
         raise InvalidLayerError("an image needs at least one layer to compose")
-    trees = [read_image(path) for path in layers]
-    root, entries = _merge(trees)
-    # Chunk tables have a fixed size, so the fsmeta layout does not depend on the addresses in
-    # them: measure it with the layers at offset 0, then write it with the real offsets.
-    fsmeta_blocks = _write_fsmeta(root, trees, 0, None) // BLOCK
-    with atomic_output(fsmeta_out) as out:
-        size = _write_fsmeta(root, trees, fsmeta_blocks, out.fileno())
-    if size != fsmeta_blocks * BLOCK:
-        raise AssertionError("fsmeta changed size between its two passes")
-    offsets, at = [], size
-    for _, blocks in trees:
-        offsets.append(at)
-        at += blocks * BLOCK
+    with paused():
+        trees = [read_image(path) for path in layers]
+        root, entries = _merge(trees)
+        bases, at = [], 0          # each layer's first block, counted from the end of fsmeta
+        for _, blocks in trees:
+            bases.append(at)
+            at += blocks
+        with atomic_output(fsmeta_out) as out:
+            size = ErofsWriter(out.fileno(), _to_node(root, bases, {}), chunks_after_image=True).finish()
+    offsets = tuple(size + base * BLOCK for base in bases)
     write_vmdk(vmdk_out, [fsmeta_out, *layers])
-    return ComposeResult(fsmeta_size=size, disk_size=at, layer_offsets=tuple(offsets), entries=entries)
+    return ComposeResult(fsmeta_size=size, disk_size=size + at * BLOCK, layer_offsets=offsets, entries=entries)
 
 
 def _merge(trees: list[tuple[Node, int]]) -> tuple[Node, int]:
@@ -98,21 +95,6 @@ class _Dir:
 
 def _is_whiteout(node: Node) -> bool:
     return stat.S_ISCHR(node.mode) and node.rdev_major == 0 and node.rdev_minor == 0
-
-
-def _write_fsmeta(merged: _Dir, trees: list[tuple[Node, int]], fsmeta_blocks: int, fd: int | None) -> int:
-    """Build the writer's tree with absolute chunk addresses and write it (to a scratch file when
-    ``fd`` is None, to learn the size); returns the image size."""
-    bases, at = [], fsmeta_blocks
-    for _, blocks in trees:
-        bases.append(at)
-        at += blocks
-    shared: dict[tuple[int, int], Node] = {}
-    root = _to_node(merged, bases, shared)
-    if fd is not None:
-        return ErofsWriter(fd, root).finish()
-    with tempfile.TemporaryFile() as scratch:
-        return ErofsWriter(scratch.fileno(), root).finish()
 
 
 def _to_node(d: _Dir, bases: list[int], shared: dict[tuple[int, int], Node]) -> Node:

@@ -149,15 +149,20 @@ cdef inline object _round_up(object n, object unit):
 
 
 cdef class ErofsWriter:
-    """Allocates data blocks while the producer streams, then writes the metadata on ``finish``."""
+    """Allocates data blocks while the producer streams, then writes the metadata on ``finish``.
+
+    With ``chunks_after_image``, chunk addresses count from the end of this image rather than its
+    start: fsmeta points into the layers stitched after it without knowing its own size first."""
     cdef int fd
     cdef public object next_block
     cdef public Node root
+    cdef bint chunks_after_image
 
-    def __init__(self, int fd, Node root=None):
+    def __init__(self, int fd, Node root=None, *, bint chunks_after_image=False):
         self.fd = fd
         self.next_block = 1          # block 0 is the superblock's
         self.root = root if root is not None else Node(stat.S_IFDIR | 0o755)
+        self.chunks_after_image = chunks_after_image
 
     def alloc(self, nblocks):
         """Reserve ``nblocks`` contiguous data blocks; returns the first block address."""
@@ -184,14 +189,17 @@ cdef class ErofsWriter:
         meta_size = _assign_nids(order)
         incompat = 0
         meta = bytearray(_round_up(meta_size, EROFS_BLKSZ))
+        total_blocks = meta_blkaddr + len(meta) // EROFS_BLKSZ
+        chunk_base = total_blocks if self.chunks_after_image else 0
         for node in order:
             if node.dir_blocks is not None:
                 self._write_dir(node, parents[id(node)])
+            elif node.layout == EROFS_CHUNK_BASED:
+                node.inline = _chunk_map(node.chunks, chunk_base)
             _pack_inode(node, meta)
             if node.layout == EROFS_CHUNK_BASED:
                 incompat |= EROFS_INCOMPAT_CHUNKED_FILE
         os.pwrite(self.fd, meta, meta_blkaddr * EROFS_BLKSZ)
-        total_blocks = meta_blkaddr + len(meta) // EROFS_BLKSZ
         self._write_super(order, build_time, meta_blkaddr, total_blocks, incompat)
         os.ftruncate(self.fd, total_blocks * EROFS_BLKSZ)
         return total_blocks * EROFS_BLKSZ
@@ -239,7 +247,7 @@ cdef class ErofsWriter:
                 os.pwrite(self.fd, node.target, node.i_u * EROFS_BLKSZ)
         elif stat.S_ISREG(node.mode) and node.chunks is not None:
             node.layout, node.i_u = EROFS_CHUNK_BASED, node.chunk_bits
-            node.inline = struct.pack(f"<{len(node.chunks)}I", *node.chunks)
+            node.inline = bytes(4 * len(node.chunks))   # the real map once addresses are final
         elif stat.S_ISREG(node.mode):
             node.layout, node.i_u = EROFS_FLAT_PLAIN, node.blkaddr if node.size else 0
         else:
@@ -277,6 +285,18 @@ cdef class ErofsWriter:
         crc = crc32c(memoryview(block0)[EROFS_SUPER_OFFSET:])
         struct.pack_into("<I", block0, EROFS_SUPER_OFFSET + 4, crc)
         os.pwrite(self.fd, block0, 0)
+
+
+cdef bytes _chunk_map(list chunks, object base):
+    """A chunk-based file's block map: 4-byte addresses, holes kept as ``EROFS_NULL_ADDR``."""
+    cdef list addrs = []
+    for c in chunks:
+        if c != EROFS_NULL_ADDR:
+            c += base
+            if c >= EROFS_NULL_ADDR:
+                raise OverflowError("EROFS block addresses are 32-bit: the disk would pass 16 TiB")
+        addrs.append(c)
+    return struct.pack(f"<{len(addrs)}I", *addrs)
 
 
 cdef list _pack_dir(Node node):

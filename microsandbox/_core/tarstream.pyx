@@ -9,7 +9,6 @@ output with ``pwrite`` (GIL released), so memory holds metadata only. Entries ne
 host file system: paths are resolved inside an in-memory tree rooted at the layer.
 """
 import base64
-import gc
 import hashlib
 import os
 import queue
@@ -26,6 +25,7 @@ from posix.unistd cimport pwrite
 from microsandbox._core.erofs import ErofsWriter, Node, xattr_storable
 from microsandbox._core.erofs_fs cimport EROFS_BLKSZ, EROFS_NAME_MAX, EROFS_NULL_ADDR
 from microsandbox.errors import InvalidLayerError
+from microsandbox.gcpause import paused
 
 
 cdef extern from "layers/gunzip.h" nogil:
@@ -732,15 +732,10 @@ def convert(src, int out_fd):
     or hostile input; the caller owns ``out_fd`` and discards it on error.
     """
     cdef Decoder dec = Decoder(src)
-    # The tree is thousands of small acyclic objects: the cycle collector would only rescan them
-    # again and again while they are built, so it pauses for the conversion.
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        return _convert(dec, out_fd)
+        with paused():
+            return _convert(dec, out_fd)
     finally:
-        if collecting:
-            gc.enable()
         dec.close()
 
 
