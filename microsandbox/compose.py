@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._core.erofs import ErofsWriter, Node
 from ._core.erofs_read import read_image
+from ._core.overlay import merge
 from .errors import InvalidLayerError
 from .fsutil import atomic_output
 from .gcpause import paused
@@ -25,7 +25,6 @@ from .gcpause import paused
 BLOCK = 4096
 SECTOR = 512
 MAX_EXTENT_SECTORS = 4 << 20          # 2 GiB per extent line, as twoGbMaxExtentFlat writers do
-_OVERLAY_XATTRS = (b"trusted.overlay.", b"user.overlay.")
 
 
 @dataclass(frozen=True)
@@ -37,99 +36,30 @@ class ComposeResult:
     entries: int
 
 
-def compose_image(layers: list[Path], fsmeta_out: Path, vmdk_out: Path) -> ComposeResult:
+def compose_image(layers: list[Path], fsmeta_out: Path, vmdk_out: Path, *,
+                  trees: list[tuple[Node, int] | None] | None = None) -> ComposeResult:
     """Merge ``layers`` (bottom to top) into ``fsmeta_out`` and stitch ``vmdk_out``; both are
-    published atomically. Raises ``InvalidLayerError`` for a damaged layer image."""
+    published atomically. Raises ``InvalidLayerError`` for a damaged layer image.
+
+    ``trees`` may hold, per layer, the metadata its converter just wrote (``LayerResult.tree``),
+    which spares reading that image back; ``None`` entries are read from the file.
+    """
     if not layers:
         raise InvalidLayerError("an image needs at least one layer to compose")
+    given = trees or [None] * len(layers)
+    if len(given) != len(layers):
+        raise ValueError("compose_image needs one tree entry per layer")
     with paused():
-        trees = [read_image(path) for path in layers]
-        root, entries = _merge(trees)
-        bases, at = [], 0          # each layer's first block, counted from the end of fsmeta
-        for _, blocks in trees:
-            bases.append(at)
-            at += blocks
+        loaded = [tree or read_image(path) for path, tree in zip(layers, given)]
+        root, entries = merge(loaded)
         with atomic_output(fsmeta_out) as out:
-            size = ErofsWriter(out.fileno(), _to_node(root, bases, {}), chunks_after_image=True).finish()
-    offsets = tuple(size + base * BLOCK for base in bases)
+            size = ErofsWriter(out.fileno(), root, chunks_after_image=True).finish()
+    offsets, at = [], size
+    for _, blocks in loaded:
+        offsets.append(at)
+        at += blocks * BLOCK
     write_vmdk(vmdk_out, [fsmeta_out, *layers])
-    return ComposeResult(fsmeta_size=size, disk_size=size + at * BLOCK, layer_offsets=offsets, entries=entries)
-
-
-def _merge(trees: list[tuple[Node, int]]) -> tuple[Node, int]:
-    """The merged view as a tree of (layer index, source node) pairs wrapped in fresh dirs."""
-    merged = _Dir(trees[0][0], 0)
-    for index, (root, _) in enumerate(trees):
-        merged.overlay(root, index)
-    return merged, merged.count()
-
-
-class _Dir:
-    """A directory of the merged tree: its metadata's source and its children by name."""
-
-    __slots__ = ("source", "layer", "children")
-
-    def __init__(self, source: Node, layer: int) -> None:
-        self.source, self.layer = source, layer
-        self.children: dict[bytes, _Dir | tuple[int, Node]] = {}
-
-    def overlay(self, upper: Node, layer: int) -> None:
-        """Apply one layer's version of this directory on top of what lies below."""
-        self.source, self.layer = upper, layer
-        if b"y" in (upper.xattrs.get(b"trusted.overlay.opaque"), upper.xattrs.get(b"user.overlay.opaque")):
-            self.children.clear()
-        for name, node in upper.children.items():
-            if _is_whiteout(node):
-                self.children.pop(name, None)
-            elif node.is_dir:
-                below = self.children.get(name)
-                if not isinstance(below, _Dir):   # new, or replacing a non-directory
-                    below = self.children[name] = _Dir(node, layer)
-                below.overlay(node, layer)
-            else:
-                self.children[name] = (layer, node)
-
-    def count(self) -> int:
-        return 1 + sum(c.count() if isinstance(c, _Dir) else 1 for c in self.children.values())
-
-
-def _is_whiteout(node: Node) -> bool:
-    return stat.S_ISCHR(node.mode) and node.rdev_major == 0 and node.rdev_minor == 0
-
-
-def _to_node(d: _Dir, bases: list[int], shared: dict[tuple[int, int], Node]) -> Node:
-    node = _copy_meta(d.source)
-    for name, child in d.children.items():
-        if isinstance(child, _Dir):
-            node.children[name] = _to_node(child, bases, shared)
-            continue
-        layer, src = child
-        key = (layer, id(src))
-        if key not in shared:   # hard links inside one layer stay one inode
-            shared[key] = _leaf(src, bases[layer])
-        node.children[name] = shared[key]
-    return node
-
-
-def _copy_meta(src: Node) -> Node:
-    node = Node(src.mode, src.uid, src.gid, src.mtime, src.mtime_nsec)
-    node.xattrs = {k: v for k, v in src.xattrs.items() if not k.startswith(_OVERLAY_XATTRS)}
-    return node
-
-
-def _leaf(src: Node, base: int) -> Node:
-    node = _copy_meta(src)
-    node.rdev_major, node.rdev_minor, node.target = src.rdev_major, src.rdev_minor, src.target
-    if stat.S_ISREG(src.mode):
-        node.size = src.size
-        if src.chunks is not None:
-            node.chunk_bits = src.chunk_bits
-            node.chunks = [c if c == 0xFFFFFFFF else c + base for c in src.chunks]
-        elif src.size:
-            blocks = (src.size + BLOCK - 1) // BLOCK
-            node.chunk_bits = max(0, (blocks - 1).bit_length())   # one chunk covers the whole file
-            node.chunks = [src.blkaddr + base]
-    return node
+    return ComposeResult(fsmeta_size=size, disk_size=at, layer_offsets=tuple(offsets), entries=entries)
 
 
 def write_vmdk(dest: Path, files: list[Path]) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import BinaryIO
 
 from ._core import tarstream
+from ._core.erofs import Node
 from .errors import InvalidLayerError
 from .fsutil import atomic_output
 
@@ -32,6 +33,13 @@ class LayerResult:
     """``gzip``, ``zstd`` or ``tar`` (uncompressed), from the stream's magic bytes."""
     skipped_xattrs: int
     """Extended attributes whose namespace EROFS cannot store (not user/trusted/security/ACL)."""
+    tree: tuple[Node, int] = field(repr=False, compare=False)
+    """The image's metadata as written (root ``Node``, image size in blocks): what
+    ``compose_image`` would otherwise read back from the file."""
+
+    def facts(self) -> dict[str, str | int]:
+        """Digests, sizes and counts as plain values (what ``msb erofs from-tar --json`` prints)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tree"}
 
 
 Source = str | os.PathLike[str] | int | BinaryIO
@@ -51,7 +59,7 @@ def convert_layer(src: Source, dest: str | os.PathLike[str], *, expected_diff_id
             diff_id=facts["diff_id"], compressed_digest=facts["compressed_digest"],
             compressed_size=facts["compressed_size"], uncompressed_size=facts["uncompressed_size"],
             erofs_size=facts["erofs_size"], entries=facts["entries"], compression=facts["kind"],
-            skipped_xattrs=facts["skipped_xattrs"])
+            skipped_xattrs=facts["skipped_xattrs"], tree=facts["tree"])
         if expected_digest is not None and result.compressed_digest != expected_digest:
             raise InvalidLayerError(f"layer blob digest is {result.compressed_digest}, expected "
                                     f"{expected_digest}", digest=expected_digest)

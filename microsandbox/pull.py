@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cache import Cache, config_record, manifest_record, now_ms
+from ._core.erofs import Node
 from .compose import compose_image
 from .errors import ImageNotFoundError, ImagePullFailedError, InvalidLayerError, MicrosandboxError
 from .image_types import ImageHandle, PullPolicy
@@ -79,8 +80,8 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
                                    f"{len(manifest['layers'])} layers", reference=str(ref))
     record = manifest_record(manifest, config)
     emit(PullEvent("resolved", str(ref), manifest_digest, layer_count=len(record["layers"])))
-    _materialize_layers(cache, client, ref, record["layers"], emit)
-    stitch(cache, manifest_digest, record)
+    converted = _materialize_layers(cache, client, ref, record["layers"], emit)
+    stitch(cache, manifest_digest, record, converted)
     emit(PullEvent("stitched", str(ref), manifest_digest))
     cache.write_blob(config_digest, config_bytes)
     cache.write_blob(manifest_digest, manifest_bytes)
@@ -96,11 +97,15 @@ def pull_image(reference: str, *, pull_policy: PullPolicy | str = PullPolicy.IF_
     return handle_from(str(ref), index["references"][str(ref)], record)
 
 
-def stitch(cache: Cache, manifest_digest: str, record: dict[str, Any]) -> None:
-    """fsmeta and VMDK for a manifest whose layers are cached (rebuilt when either is missing)."""
+def stitch(cache: Cache, manifest_digest: str, record: dict[str, Any],
+           converted: dict[str, tuple[Node, int]] | None = None) -> None:
+    """fsmeta and VMDK for a manifest whose layers are cached (rebuilt when either is missing).
+    ``converted`` maps the diff_ids this pull just converted to their trees."""
     fsmeta, vmdk = cache.fsmeta_path(manifest_digest), cache.vmdk_path(manifest_digest)
     if not (fsmeta.exists() and vmdk.exists()):
-        compose_image([cache.layer_path(layer["diff_id"]) for layer in record["layers"]], fsmeta, vmdk)
+        converted = converted or {}
+        compose_image([cache.layer_path(layer["diff_id"]) for layer in record["layers"]], fsmeta, vmdk,
+                      trees=[converted.get(layer["diff_id"]) for layer in record["layers"]])
 
 
 def ready(cache: Cache, manifest_digest: str, record: dict[str, Any]) -> bool:
@@ -189,7 +194,10 @@ def _validate_manifest(doc: dict, ref: Reference) -> None:
 
 
 def _materialize_layers(cache: Cache, client: Source, ref: Reference | LocalReference, layers: list[dict],
-                        emit: Progress) -> None:
+                        emit: Progress) -> dict[str, tuple[Node, int]]:
+    """Convert the layers not yet cached, in parallel; returns the trees of those converted."""
+    converted: dict[str, tuple[Node, int]] = {}
+
     def one(i: int) -> None:
         layer = layers[i]
         dest = cache.layer_path(layer["diff_id"])
@@ -205,12 +213,14 @@ def _materialize_layers(cache: Cache, client: Source, ref: Reference | LocalRefe
 
         reader = client.open_layer(layer["blob_digest"], layer["size"], downloaded)
         try:
-            convert_layer(reader, dest, expected_digest=layer["blob_digest"], expected_diff_id=layer["diff_id"])
+            result = convert_layer(reader, dest, expected_digest=layer["blob_digest"],
+                                   expected_diff_id=layer["diff_id"])
         except InvalidLayerError as exc:
             raise ImagePullFailedError(f"{ref}: layer {layer['blob_digest']}: {exc}", reference=str(ref),
                                        digest=layer["blob_digest"]) from None
         finally:
             reader.close()
+        converted[layer["diff_id"]] = result.tree
         emit(PullEvent("layer_materialized", str(ref), layer["blob_digest"], i, len(layers)))
 
     with ThreadPoolExecutor(max_workers=PARALLEL_LAYERS) as pool:
@@ -221,6 +231,7 @@ def _materialize_layers(cache: Cache, client: Source, ref: Reference | LocalRefe
             raise error
         if error is not None:
             raise ImagePullFailedError(f"{ref}: {error}", reference=str(ref)) from error
+    return converted
 
 
 def _digest(data: bytes) -> str:

@@ -12,6 +12,14 @@ from tests.rootfs import BUSYBOX, build_root
 from tests.oci_fixtures import Registry, multi_platform_index, push, run_registry, umoci_image
 
 
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root with hard links, a device, a file capability and odd names, built once."""
+    if not BUSYBOX.exists():
+        pytest.skip("busybox-static is not installed (make installs it)")
+    return build_root(tmp_path_factory.mktemp("rootfs") / "root")
+
+
 @pytest.fixture
 def msb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private ``$MSB_HOME`` so tests never touch the user's cache."""

@@ -12,24 +12,21 @@ FLAT_PLAIN (no inline tails, so another image can point at whole blocks) or CHUN
 and symlinks are inline where they fit; compact inodes wherever the fields allow, with the most
 common mtime chosen as the image's build time. Output is a pure function of the tree.
 """
+import bisect
 import os
 import stat
 import struct
 from collections import Counter, deque
 
 from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
 
 from microsandbox._core.erofs_fs cimport *
 
-from microsandbox._core.erofs_structs import (COMPACT_INODE as _COMPACT, DIRENT as _DIRENT,
-                                              EXTENDED_INODE as _EXTENDED, SUPERBLOCK as _SUPER,
-                                              XATTR_ENTRY as _XATTR_ENTRY, XATTR_PREFIXES)
+from microsandbox._core.erofs_structs import SUPERBLOCK as _SUPER, XATTR_ENTRY as _XATTR_ENTRY, XATTR_PREFIXES
 
 _ACL_NAMES = {name: index for index, name in XATTR_PREFIXES.items() if name.startswith(b"system.")}
 _XATTR_PREFIXES = tuple((name, index) for index, name in XATTR_PREFIXES.items() if name not in _ACL_NAMES)
-_FILE_TYPES = {stat.S_IFREG: EROFS_FT_REG_FILE, stat.S_IFDIR: EROFS_FT_DIR, stat.S_IFCHR: EROFS_FT_CHRDEV,
-               stat.S_IFBLK: EROFS_FT_BLKDEV, stat.S_IFIFO: EROFS_FT_FIFO, stat.S_IFSOCK: EROFS_FT_SOCK,
-               stat.S_IFLNK: EROFS_FT_SYMLINK}
 
 
 def xattr_storable(bytes name):
@@ -49,17 +46,8 @@ cdef tuple _xattr_key(bytes name):
 cdef class Node:
     """One inode. Directories hold ``children`` (name -> Node); a Node reached by several names is
     one inode with hard links. Regular files carry ``blkaddr`` (FLAT_PLAIN, contiguous blocks) or
-    ``chunk_bits`` + ``chunks`` (CHUNK_BASED block map; ``EROFS_NULL_ADDR`` entries are holes)."""
-    cdef public unsigned int mode
-    cdef public object uid, gid, size, mtime
-    cdef public unsigned int mtime_nsec, rdev_major, rdev_minor
-    cdef public bytes target
-    cdef public dict xattrs, children
-    cdef public object blkaddr
-    cdef public int chunk_bits
-    cdef public object chunks
-    # filled in by finish()
-    cdef public object nid, nlink, ino, ibody, inline, dir_blocks, layout, i_u, footprint, extended
+    ``chunk_bits`` + ``chunks`` (CHUNK_BASED block map; ``EROFS_NULL_ADDR`` entries are holes).
+    The fields are declared in ``erofs.pxd``."""
 
     def __init__(self, unsigned int mode, uid=0, gid=0, mtime=0, unsigned int mtime_nsec=0):
         self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec = mode, uid, gid, mtime, mtime_nsec
@@ -71,7 +59,7 @@ cdef class Node:
 
     @property
     def is_dir(self):
-        return stat.S_ISDIR(self.mode)
+        return node_is_dir(self)
 
 
 cdef unsigned int _CRC_TABLE[256]
@@ -174,61 +162,75 @@ cdef class ErofsWriter:
 
     def finish(self):
         """Write directories, inodes and the superblock; returns the image size in bytes."""
+        cdef Node node
+        cdef list order
+        cdef dict parents
+        cdef unsigned long long meta_size
+        cdef unsigned int incompat = 0
         order, parents = self._walk()
-        build_time = Counter((n.mtime, n.mtime_nsec) for n in order).most_common(1)[0][0]
-        links = Counter(id(c) for n in order if n.is_dir for c in n.children.values())
-        for ino, node in enumerate(order):
-            node.ino = ino
-            node.nlink = (2 + sum(1 for c in node.children.values() if c.is_dir)) if node.is_dir \
-                else links[id(node)]
+        build_time = Counter([(node.mtime, node.mtime_nsec) for node in order]).most_common(1)[0][0]
+        for node in order:
             node.extended = (node.size > 0xFFFFFFFF or node.uid > 0xFFFF or node.gid > 0xFFFF or
-                             node.nlink > 0xFFFF or (node.mtime, node.mtime_nsec) != build_time)
-            node.ibody = _xattr_ibody(node.xattrs)
+                             node.nlink > 0xFFFF or node.mtime != build_time[0] or
+                             node.mtime_nsec != build_time[1])
+            node.ibody = _xattr_ibody(node.xattrs) if node.xattrs else b""
             self._plan_data(node)
         meta_blkaddr = self.next_block
         meta_size = _assign_nids(order)
-        incompat = 0
         meta = bytearray(_round_up(meta_size, EROFS_BLKSZ))
         total_blocks = meta_blkaddr + len(meta) // EROFS_BLKSZ
         chunk_base = total_blocks if self.chunks_after_image else 0
         for node in order:
             if node.dir_blocks is not None:
-                self._write_dir(node, parents[id(node)])
+                self._write_dir(node, parents[node])
             elif node.layout == EROFS_CHUNK_BASED:
                 node.inline = _chunk_map(node.chunks, chunk_base)
-            _pack_inode(node, meta)
-            if node.layout == EROFS_CHUNK_BASED:
                 incompat |= EROFS_INCOMPAT_CHUNKED_FILE
+            _pack_inode(node, meta)
         os.pwrite(self.fd, meta, meta_blkaddr * EROFS_BLKSZ)
         self._write_super(order, build_time, meta_blkaddr, total_blocks, incompat)
         os.ftruncate(self.fd, total_blocks * EROFS_BLKSZ)
         return total_blocks * EROFS_BLKSZ
 
     cdef tuple _walk(self):
-        """Breadth-first, names in byte order: inodes once each, and every directory's parent."""
-        order, seen, parents = [], set(), {id(self.root): self.root}
+        """Breadth-first, names in byte order: every inode once (numbered in that order, with its
+        link count), every directory's sorted names and its parent."""
+        cdef Node node, child
+        cdef list order = [self.root]
+        cdef dict parents = {self.root: self.root}
+        cdef set files = set()
+        cdef unsigned int subdirs
         queue = deque([self.root])
+        self.root.ino = 0
         while queue:
             node = queue.popleft()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            order.append(node)
-            if node.is_dir:
-                for name in sorted(node.children):
-                    child = node.children[name]
-                    if child.is_dir:
-                        parents[id(child)] = node
+            names = sorted(node.children)
+            subdirs = 0
+            for name in names:
+                child = node.children[name]
+                if node_is_dir(child):
+                    subdirs += 1
+                    parents[child] = node
                     queue.append(child)
+                elif child in files:         # another name of a file seen before: a hard link
+                    child.nlink += 1
+                    continue
+                else:
+                    files.add(child)
+                    child.nlink = 1
+                child.ino = len(order)
+                order.append(child)
+            node.nlink = 2 + subdirs
+            node.dir_blocks = _pack_dir(names)
         return order, parents
 
     cdef _plan_data(self, Node node):
         """Pick the data layout and reserve blocks for directory and long-symlink data."""
-        cdef object core = EROFS_INODE_EXTENDED if node.extended else EROFS_INODE_COMPACT
-        node.dir_blocks = None
+        cdef Py_ssize_t core = EROFS_INODE_EXTENDED if node.extended else EROFS_INODE_COMPACT
+        cdef Py_ssize_t tail, nfull
         node.inline = b""
-        if node.is_dir:
-            blocks = _pack_dir(node)
+        if node_is_dir(node):
+            blocks = node.dir_blocks
             node.size = (len(blocks) - 1) * EROFS_BLKSZ + blocks[-1][0]
             tail = node.size % EROFS_BLKSZ
             if tail and core + len(node.ibody) + tail <= EROFS_BLKSZ:
@@ -236,11 +238,13 @@ cdef class ErofsWriter:
                 node.inline = bytes(tail)   # the real tail, same length, once nids are known
             else:
                 node.layout, nfull = EROFS_FLAT_PLAIN, len(blocks)
-            node.dir_blocks = blocks
             node.i_u = self.alloc(nfull) if nfull else EROFS_NULL_ADDR
-        elif stat.S_ISLNK(node.mode):
+            node.footprint = core + len(node.ibody) + len(node.inline)
+            return
+        node.dir_blocks = None
+        if stat.S_ISLNK(node.mode):
             node.size = len(node.target)
-            if core + len(node.ibody) + node.size <= EROFS_BLKSZ:
+            if core + len(node.ibody) + len(node.target) <= EROFS_BLKSZ:
                 node.layout, node.i_u, node.inline = EROFS_FLAT_INLINE, EROFS_NULL_ADDR, node.target
             else:
                 node.layout, node.i_u = EROFS_FLAT_PLAIN, self.alloc(1)
@@ -260,15 +264,24 @@ cdef class ErofsWriter:
     cdef _write_dir(self, Node node, Node parent):
         """Serialise a directory's blocks with real nids; the last goes inline when planned so."""
         cdef list out = []
-        for used, entries in node.dir_blocks:
+        cdef Node target
+        cdef bytes name
+        cdef bytearray buf
+        cdef unsigned char *p
+        cdef Py_ssize_t i, nameoff, n
+        for used, names in node.dir_blocks:
             buf = bytearray(EROFS_BLKSZ)
-            nameoff = EROFS_DIRENT_SIZE * len(entries)
-            for i, (name, child) in enumerate(entries):
-                target = node if name == b"." else parent if name == b".." else child
-                _DIRENT.pack_into(buf, i * EROFS_DIRENT_SIZE, target.nid, nameoff,
-                                  _FILE_TYPES[stat.S_IFMT(target.mode)])
-                buf[nameoff:nameoff + len(name)] = name
-                nameoff += len(name)
+            p = buf
+            nameoff = EROFS_DIRENT_SIZE * len(names)
+            for i in range(len(names)):
+                name = names[i]
+                target = node if name == b"." else parent if name == b".." else node.children[name]
+                _put64(p + i * EROFS_DIRENT_SIZE, target.nid)
+                _put16(p + i * EROFS_DIRENT_SIZE + 8, nameoff)
+                p[i * EROFS_DIRENT_SIZE + 10] = _file_type(target.mode)
+                n = len(name)
+                memcpy(p + nameoff, <const char *>name, n)
+                nameoff += n
             out.append(buf)
         if node.layout == EROFS_FLAT_INLINE:
             node.inline = bytes(out.pop()[:node.size % EROFS_BLKSZ])
@@ -287,6 +300,40 @@ cdef class ErofsWriter:
         os.pwrite(self.fd, block0, 0)
 
 
+cdef unsigned char _file_type(unsigned int mode) noexcept:
+    cdef unsigned int kind = mode & 0o170000
+    if kind == 0o100000:
+        return EROFS_FT_REG_FILE
+    if kind == 0o040000:
+        return EROFS_FT_DIR
+    if kind == 0o120000:
+        return EROFS_FT_SYMLINK
+    if kind == 0o020000:
+        return EROFS_FT_CHRDEV
+    if kind == 0o060000:
+        return EROFS_FT_BLKDEV
+    if kind == 0o010000:
+        return EROFS_FT_FIFO
+    if kind == 0o140000:
+        return EROFS_FT_SOCK
+    return EROFS_FT_UNKNOWN
+
+
+cdef inline void _put16(unsigned char *p, unsigned int v) noexcept:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+
+
+cdef inline void _put32(unsigned char *p, unsigned int v) noexcept:
+    _put16(p, v & 0xFFFF)
+    _put16(p + 2, v >> 16)
+
+
+cdef inline void _put64(unsigned char *p, unsigned long long v) noexcept:
+    _put32(p, v & 0xFFFFFFFF)
+    _put32(p + 4, v >> 32)
+
+
 cdef bytes _chunk_map(list chunks, object base):
     """A chunk-based file's block map: 4-byte addresses, holes kept as ``EROFS_NULL_ADDR``."""
     cdef list addrs = []
@@ -299,16 +346,19 @@ cdef bytes _chunk_map(list chunks, object base):
     return struct.pack(f"<{len(addrs)}I", *addrs)
 
 
-cdef list _pack_dir(Node node):
-    """Sorted entries (with "." and "..") cut into blocks: [(bytes used, [(name, child)])]."""
-    entries = sorted([(b".", None), (b"..", None)] + list(node.children.items()), key=lambda e: e[0])
-    blocks, current, used = [], [], 0
-    for name, child in entries:
+cdef list _pack_dir(list names):
+    """A directory's sorted names, with "." and "..", cut into blocks: [(bytes used, [name])]."""
+    names = list(names)
+    bisect.insort(names, b".")
+    bisect.insort(names, b"..")
+    cdef list blocks = [], current = []
+    cdef Py_ssize_t used = 0, need
+    for name in names:
         need = EROFS_DIRENT_SIZE + len(name)
         if used + need > EROFS_BLKSZ:
             blocks.append((used, current))
             current, used = [], 0
-        current.append((name, child))
+        current.append(name)
         used += need
     blocks.append((used, current))
     return blocks
@@ -328,33 +378,57 @@ cdef bytes _xattr_ibody(dict xattrs):
     return b"".join(parts)
 
 
-cdef object _assign_nids(list order):
+cdef unsigned long long _assign_nids(list order) except? 0:
     """Place inodes on 32-byte slots, never letting a footprint that fits a block cross one.
 
     Slot 0 stays empty: st_ino is the nid, and readdir hides entries whose inode number is 0.
     """
-    cursor = EROFS_SLOT
+    cdef unsigned long long cursor = EROFS_SLOT
+    cdef Node node
     for node in order:
-        if node.footprint <= EROFS_BLKSZ and cursor % EROFS_BLKSZ + node.footprint > EROFS_BLKSZ:
-            cursor = _round_up(cursor, EROFS_BLKSZ)
-        elif node.footprint > EROFS_BLKSZ:
-            cursor = _round_up(cursor, EROFS_BLKSZ)
+        if node.footprint > EROFS_BLKSZ or cursor % EROFS_BLKSZ + node.footprint > EROFS_BLKSZ:
+            cursor = (cursor + EROFS_BLKSZ - 1) // EROFS_BLKSZ * EROFS_BLKSZ
         node.nid = cursor // EROFS_SLOT
-        cursor += _round_up(node.footprint, EROFS_SLOT)
+        cursor += (node.footprint + EROFS_SLOT - 1) // EROFS_SLOT * EROFS_SLOT
     return cursor
 
 
-cdef _pack_inode(Node node, bytearray meta):
-    at = node.nid * EROFS_SLOT
-    icount = (len(node.ibody) - EROFS_XATTR_HEADER) // 4 + 1 if node.ibody else 0
+cdef int _pack_inode(Node node, bytearray meta) except -1:
+    """The inode, its xattrs and its inline data at the node's slot (fields per spec section 4)."""
+    cdef unsigned char *p = meta
+    cdef unsigned long long at = node.nid * EROFS_SLOT
+    cdef Py_ssize_t nibody = len(node.ibody), ninline = len(node.inline)
+    cdef unsigned int icount = (nibody - EROFS_XATTR_HEADER) // 4 + 1 if nibody else 0
+    cdef Py_ssize_t core = EROFS_INODE_EXTENDED if node.extended else EROFS_INODE_COMPACT
+    if at + core + nibody + ninline > <unsigned long long>len(meta):
+        raise AssertionError("an inode's footprint runs past the metadata area")
+    p += at
+    # Field offsets as in erofs_structs.EXTENDED_INODE and COMPACT_INODE (little-endian).
     if node.extended:
-        _EXTENDED.pack_into(meta, at, 1 | (node.layout << 1), icount, node.mode, 0, node.size, node.i_u,
-                            node.ino, node.uid, node.gid, node.mtime, node.mtime_nsec, node.nlink)
-        at += EROFS_INODE_EXTENDED
+        _put16(p, 1 | (node.layout << 1))
+        _put16(p + 2, icount)
+        _put16(p + 4, node.mode)
+        _put64(p + 8, node.size)
+        _put32(p + 16, node.i_u)
+        _put32(p + 20, node.ino)
+        _put32(p + 24, node.uid)
+        _put32(p + 28, node.gid)
+        _put64(p + 32, <unsigned long long><long long>node.mtime)
+        _put32(p + 40, node.mtime_nsec)
+        _put32(p + 44, node.nlink)
     else:
-        _COMPACT.pack_into(meta, at, node.layout << 1, icount, node.mode, node.nlink, node.size, 0,
-                           node.i_u, node.ino, node.uid, node.gid, 0)
-        at += EROFS_INODE_COMPACT
-    meta[at:at + len(node.ibody)] = node.ibody
-    at += len(node.ibody)
-    meta[at:at + len(node.inline)] = node.inline
+        _put16(p, node.layout << 1)
+        _put16(p + 2, icount)
+        _put16(p + 4, node.mode)
+        _put16(p + 6, node.nlink)
+        _put32(p + 8, node.size)
+        _put32(p + 16, node.i_u)
+        _put32(p + 20, node.ino)
+        _put16(p + 24, node.uid)
+        _put16(p + 26, node.gid)
+    p += core
+    if nibody:
+        memcpy(p, <const char *>node.ibody, nibody)
+    if ninline:
+        memcpy(p + nibody, <const char *>node.inline, ninline)
+    return 0

@@ -787,6 +787,7 @@ cdef dict _convert(Decoder dec, int out_fd):
         "erofs_size": image_size,
         "entries": tree.entries,
         "skipped_xattrs": tree.skipped_xattrs,
+        "tree": (writer.root, image_size // EROFS_BLKSZ),
     }
 
 
@@ -833,6 +834,8 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
         mtime, nsec = _number(hdr[136:148], "mtime"), 0
     if uid < 0 or gid < 0 or uid > 0xFFFFFFFF or gid > 0xFFFFFFFF:
         raise _bad(f"uid/gid of {path!r} out of range")
+    if not -(1 << 63) <= mtime < 1 << 63:
+        raise _bad(f"mtime of {path!r} out of range")
     where = path.decode("utf-8", "replace")
     parts = _split(path)
     data_used = 0

@@ -40,7 +40,7 @@ def _from_tar(args: argparse.Namespace) -> int:
     src = sys.stdin.buffer if args.layer == "-" else args.layer
     result = convert_layer(src, args.out)
     if args.json:
-        print(json.dumps(result.__dict__))
+        print(json.dumps(result.facts()))
     else:
         print(f"{args.out}: {result.entries} entries, {result.erofs_size} bytes "
               f"(diff_id {result.diff_id})")

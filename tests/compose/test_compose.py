@@ -15,6 +15,7 @@ from microsandbox import InvalidLayerError
 from microsandbox.compose import compose_image
 from microsandbox.disk import probe, read_guest
 from microsandbox.layers import convert_layer
+from tests.rootfs import pack
 from tests.layers.trees import assert_same_tree, fsck, mounted, need, need_root, snapshot
 
 OVERLAY = ("trusted.overlay.", "user.overlay.")
@@ -147,6 +148,22 @@ def test_rebuilding_from_cached_layers_is_deterministic(two_layers: list[Path]) 
     compose_image(two_layers, cache / "a.erofs", cache / "a.vmdk")
     compose_image(two_layers, cache / "b.erofs", cache / "b.vmdk")
     assert (cache / "a.erofs").read_bytes() == (cache / "b.erofs").read_bytes()
+
+
+def test_the_converters_trees_compose_the_same_bytes(rootfs: Path, tmp_path: Path) -> None:
+    """A pull composes from the trees its converter just wrote rather than reading the images
+    back; both ways must give the same fsmeta, byte for byte."""
+    need("bsdtar", "fsck.erofs")
+    sources = [pack("bsdtar-pax", rootfs, tmp_path / "root.tar")]
+    for name, entries in (("lower", LOWER), ("upper", UPPER)):
+        sources.append(tmp_path / f"{name}.tar")
+        sources[-1].write_bytes(_tar(entries))
+    images = [tmp_path / f"{src.stem}.erofs" for src in sources]
+    trees = [convert_layer(src, image).tree for src, image in zip(sources, images)]
+    compose_image(images, tmp_path / "given.erofs", tmp_path / "given.vmdk", trees=trees)
+    compose_image(images, tmp_path / "read.erofs", tmp_path / "read.vmdk")
+    assert (tmp_path / "given.erofs").read_bytes() == (tmp_path / "read.erofs").read_bytes()
+    fsck(stitch([tmp_path / "given.erofs", *images], tmp_path / "disk"))
 
 
 class _BigTar(io.RawIOBase):
