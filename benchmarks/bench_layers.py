@@ -86,7 +86,8 @@ def test_tarfile_then_mkfs_erofs(benchmark, debian_layer: Path, tmp_path: Path) 
 
 
 def test_peak_rss_for_a_1gib_layer(benchmark, tmp_path: Path) -> None:
-    """A 1 GiB tar of 64 files streamed through ``msb erofs from-tar`` in a child process."""
+    """A 1 GiB tar of 64 files converted in a fresh interpreter, which reports its own peak RSS
+    (RUSAGE_CHILDREN would report the largest of every child this run started, skopeo included)."""
     benchmark.group = "peak memory, 1 GiB layer"
     src = tmp_path / "src"
     src.mkdir()
@@ -97,12 +98,16 @@ def test_peak_rss_for_a_1gib_layer(benchmark, tmp_path: Path) -> None:
                 f.write(chunk)
     layer = tmp_path / "big.tar"
     subprocess.run(["tar", "-C", str(src), "-cf", str(layer), "."], check=True)
+    code = ("import resource, sys; from microsandbox.layers import convert_layer; "
+            "convert_layer(sys.argv[1], sys.argv[2]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = []
 
     def run() -> None:
-        subprocess.run([sys.executable, "-m", "microsandbox", "erofs", "from-tar", str(layer),
-                        str(tmp_path / "big.erofs")], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", code, str(layer), str(tmp_path / "big.erofs")],
+                              check=True, capture_output=True, text=True)
+        peaks.append(int(done.stdout) / 1024)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    benchmark.extra_info["peak RSS MiB (largest child so far)"] = round(peak_mib, 1)
-    print(f"\npeak RSS of the converter process: {peak_mib:.1f} MiB")
+    benchmark.extra_info["peak RSS MiB"] = round(max(peaks), 1)
+    print(f"\npeak RSS of the converter process: {max(peaks):.1f} MiB")
