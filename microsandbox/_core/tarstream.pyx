@@ -12,7 +12,6 @@ import base64
 import hashlib
 import os
 import queue
-import stat
 import threading
 import urllib.parse
 
@@ -20,9 +19,11 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport malloc, free
 from libc.errno cimport errno, EIO
 from libc.string cimport memcmp, memcpy, memset
+from posix.stat cimport S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG
 from posix.unistd cimport pwrite
 
-from microsandbox._core.erofs import ErofsWriter, Node, xattr_storable
+from microsandbox._core.erofs import ErofsWriter, xattr_storable
+from microsandbox._core.erofs cimport Node, node_is_dir
 from microsandbox._core.erofs_fs cimport EROFS_BLKSZ, EROFS_NAME_MAX, EROFS_NULL_ADDR
 from microsandbox.errors import InvalidLayerError
 from microsandbox.gcpause import paused
@@ -575,43 +576,43 @@ cdef list _split(bytes path):
 
 
 cdef class _Tree:
-    cdef object root
+    cdef Node root
     cdef readonly Py_ssize_t entries, skipped_xattrs
 
-    def __init__(self, root):
+    def __init__(self, Node root):
         self.root = root
 
-    cdef object parent_of(self, list parts, bytes path):
-        node = self.root
+    cdef Node parent_of(self, list parts, bytes path):
+        cdef Node node = self.root, child
         for part in parts[:-1]:
             child = node.children.get(part)
             if child is None:
-                child = Node(stat.S_IFDIR | 0o755)
+                child = Node(S_IFDIR | 0o755)
                 node.children[part] = child
-            elif not child.is_dir:
+            elif not node_is_dir(child):
                 raise _bad(f"{path!r} passes through {part!r}, which is not a directory", path=path)
             node = child
         return node
 
-    cdef object lookup(self, list parts):
-        node = self.root
+    cdef Node lookup(self, list parts):
+        cdef Node node = self.root
         for part in parts:
-            if not node.is_dir or part not in node.children:
+            if not node_is_dir(node) or part not in node.children:
                 return None
             node = node.children[part]
         return node
 
-    cdef place(self, object parent, bytes name, object node):
+    cdef place(self, Node parent, bytes name, Node node):
         """Last entry wins; a directory replacing a directory keeps its children."""
-        old = parent.children.get(name)
-        if old is not None and old.is_dir and node.is_dir:
+        cdef Node old = parent.children.get(name)
+        if old is not None and node_is_dir(old) and node_is_dir(node):
             node.children = old.children
         parent.children[name] = node
         self.entries += 1
         if self.entries > MAX_ENTRIES:
             raise _bad(f"more than {MAX_ENTRIES} entries")
 
-    cdef set_xattrs(self, object node, dict pax):
+    cdef set_xattrs(self, Node node, dict pax):
         for key, value in pax.items():
             if key.startswith("SCHILY.xattr."):
                 name = key[13:].encode("utf-8", "surrogateescape")
@@ -699,7 +700,7 @@ cdef tuple _pax_sparse(dict pax):
     return segments, size
 
 
-cdef _write_sparse(object writer, int fd, Decoder dec, object node, list segments, uint64_t real_size,
+cdef _write_sparse(object writer, int fd, Decoder dec, Node node, list segments, uint64_t real_size,
                    bytes path):
     """Stream sparse data into 4 KiB chunks allocated on first touch; untouched chunks are holes."""
     cdef uint64_t nchunks = (real_size + EROFS_BLKSZ - 1) // EROFS_BLKSZ
@@ -809,6 +810,7 @@ cdef _collect_sparse_pairs(dict pax, bytes data):
 
 cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typeflag, object size,
             dict pax, object long_name, object long_link):
+    cdef Node root, parent, node, target, whiteout
     ustar = hdr[257:263] == b"ustar\0"
     if "path" in pax:
         path = pax["path"]
@@ -842,7 +844,7 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
     if not parts:  # the layer root itself ("./")
         if typeflag == b"5":
             root = tree.root
-            root.mode, root.uid, root.gid, root.mtime, root.mtime_nsec = stat.S_IFDIR | mode, uid, gid, mtime, nsec
+            root.mode, root.uid, root.gid, root.mtime, root.mtime_nsec = S_IFDIR | mode, uid, gid, mtime, nsec
             tree.set_xattrs(root, pax)
         dec.copy_to(-1, 0, size + (-size % BLOCK), where)
         return
@@ -855,7 +857,7 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
             hidden = _split(name[4:])
             if not hidden:
                 raise _bad(f"whiteout {where!r} names nothing", path=path)
-            whiteout = Node(stat.S_IFCHR, uid, gid, mtime, nsec)
+            whiteout = Node(S_IFCHR, uid, gid, mtime, nsec)
             tree.place(parent, hidden[-1], whiteout)
             parent.xattrs[b"trusted.overlay.origin"] = b""
         dec.copy_to(-1, 0, size + (-size % BLOCK), where)
@@ -865,7 +867,7 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
         return
     if typeflag == b"1":
         target = tree.lookup(_split(link))
-        if target is None or target.is_dir:
+        if target is None or node_is_dir(target):
             raise _bad(f"hard link {where!r} points at {link!r}, which is not an earlier file in this layer",
                        path=path)
         tree.place(parent, name, target)
@@ -876,20 +878,20 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
         return
     if typeflag == b"5" or (typeflag in (b"0", b"\0") and path.endswith(b"/")):
         # pre-POSIX tars marked directories only by the trailing slash
-        node = Node(stat.S_IFDIR | mode, uid, gid, mtime, nsec)
+        node = Node(S_IFDIR | mode, uid, gid, mtime, nsec)
     elif typeflag == b"2":
         if len(link) > MAX_SYMLINK or not link:
             raise _bad(f"symlink {where!r} has a target of {len(link)} bytes")
-        node = Node(stat.S_IFLNK | 0o777, uid, gid, mtime, nsec)
+        node = Node(S_IFLNK | 0o777, uid, gid, mtime, nsec)
         node.target = link
     elif typeflag in (b"3", b"4"):
-        node = Node((stat.S_IFCHR if typeflag == b"3" else stat.S_IFBLK) | mode, uid, gid, mtime, nsec)
+        node = Node((S_IFCHR if typeflag == b"3" else S_IFBLK) | mode, uid, gid, mtime, nsec)
         node.rdev_major = _number(hdr[329:337], "devmajor")
         node.rdev_minor = _number(hdr[337:345], "devminor")
     elif typeflag == b"6":
-        node = Node(stat.S_IFIFO | mode, uid, gid, mtime, nsec)
+        node = Node(S_IFIFO | mode, uid, gid, mtime, nsec)
     else:
-        node = Node(stat.S_IFREG | mode, uid, gid, mtime, nsec)
+        node = Node(S_IFREG | mode, uid, gid, mtime, nsec)
         _file_data(tree, writer, fd, dec, hdr, typeflag, size, pax, node, path)
         data_used = size
     tree.set_xattrs(node, pax)
@@ -901,7 +903,7 @@ cdef _entry(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typ
 
 
 cdef _file_data(_Tree tree, object writer, int fd, Decoder dec, bytes hdr, bytes typeflag, object size,
-                dict pax, object node, bytes path):
+                dict pax, Node node, bytes path):
     """Regular-file data (plain or sparse) streamed to its blocks; consumes exactly ``size`` bytes."""
     where = path.decode("utf-8", "replace")
     if typeflag == b"S":
