@@ -68,7 +68,7 @@ DEF OUT_SIZE = 1 << 18
 DEF IN_SLOTS = 3      # ring buffers: one being filled, the rest waiting for (or in) the hasher
 DEF OUT_SLOTS = 6
 DEF BLOCK = 512
-DEF SYNC_EVERY = 16 << 20
+DEF SYNC_EVERY = 8 << 20
 
 # Bounds that keep a hostile layer from exhausting memory; each is far beyond real images.
 MAX_PATH = 32768
