@@ -96,7 +96,8 @@ def _bad(str why, **context):
 class _Worker:
     """A thread that runs submitted calls in order, for work that drops the GIL and must not hold
     up the thread that submits it: hashing the compressed input (hashlib releases the GIL) and
-    syncing the output as it grows. The first exception a call raises is kept for ``close``."""
+    syncing the output as it grows. Every call runs, even after one has failed (a hash call must
+    still hand its slot back); the first exception raised is kept for ``close``."""
 
     def __init__(self, name):
         self.queue = queue.SimpleQueue()
@@ -109,10 +110,10 @@ class _Worker:
             item = self.queue.get()
             if item is None:
                 return
-            if self.error is None:
-                try:
-                    item[0](*item[1:])
-                except BaseException as exc:
+            try:
+                item[0](*item[1:])
+            except BaseException as exc:
+                if self.error is None:
                     self.error = exc
 
     def submit(self, fn, *args):
@@ -133,9 +134,11 @@ class _Worker:
 
 
 def _hash_then_release(hasher, view, free_slots):
-    """Hash an input slot, then hand the slot back to the reader."""
-    hasher.update(view)
-    free_slots.release()
+    """Hash a ring slot, then hand the slot back to its filler."""
+    try:
+        hasher.update(view)
+    finally:
+        free_slots.release()
 
 
 cdef class Decoder:
