@@ -9,8 +9,6 @@ layer.
 from __future__ import annotations
 
 import os
-import resource
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.settle import settled
 from microsandbox.layers import convert_layer
 from tests.debian_root import debian_root
 
@@ -28,17 +27,6 @@ def debian_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layer = tmp_path_factory.mktemp("bench-layers") / "debian.tgz"
     subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-czf", str(layer), "."], check=True)
     return layer
-
-
-def _settled(*paths: Path) -> None:
-    """Untimed set-up of every round: remove the last round's output and write back all dirty
-    pages, so no round pays for an earlier one's writeback."""
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    os.sync()
 
 
 def _fsync(path: Path) -> None:
@@ -53,7 +41,7 @@ def _fsync(path: Path) -> None:
 def test_msb_convert(benchmark, debian_layer: Path, tmp_path: Path) -> None:
     benchmark.group = "debian base layer -> EROFS"
     out = tmp_path / "msb.erofs"
-    result = benchmark.pedantic(convert_layer, (debian_layer, out), setup=lambda: _settled(out),
+    result = benchmark.pedantic(convert_layer, (debian_layer, out), setup=lambda: settled(out),
                                 rounds=5, iterations=1)
     benchmark.extra_info["MB/s of tar"] = round(result.uncompressed_size / 1e6 / benchmark.stats["median"], 1)
 
@@ -68,7 +56,7 @@ def test_bsdtar_then_mkfs_erofs(benchmark, debian_layer: Path, tmp_path: Path) -
         subprocess.run(["mkfs.erofs", str(image), str(tree)], check=True, capture_output=True)
         _fsync(image)
 
-    benchmark.pedantic(run, setup=lambda: _settled(tree, image), rounds=3, iterations=1)
+    benchmark.pedantic(run, setup=lambda: settled(tree, image), rounds=3, iterations=1)
 
 
 def test_tarfile_then_mkfs_erofs(benchmark, debian_layer: Path, tmp_path: Path) -> None:
@@ -82,7 +70,7 @@ def test_tarfile_then_mkfs_erofs(benchmark, debian_layer: Path, tmp_path: Path) 
         subprocess.run(["mkfs.erofs", str(image), str(tree)], check=True, capture_output=True)
         _fsync(image)
 
-    benchmark.pedantic(run, setup=lambda: _settled(tree, image), rounds=1, iterations=1)
+    benchmark.pedantic(run, setup=lambda: settled(tree, image), rounds=1, iterations=1)
 
 
 def test_peak_rss_for_a_1gib_layer(benchmark, tmp_path: Path) -> None:
@@ -94,8 +82,7 @@ def test_peak_rss_for_a_1gib_layer(benchmark, tmp_path: Path) -> None:
     chunk = bytes(range(256)) * 4096
     for i in range(64):
         with open(src / f"f{i:02d}", "wb") as f:
-            for _ in range(16):
-                f.write(chunk)
+            f.writelines(chunk for _ in range(16))
     layer = tmp_path / "big.tar"
     subprocess.run(["tar", "-C", str(src), "-cf", str(layer), "."], check=True)
     code = ("import resource, sys; from microsandbox.layers import convert_layer; "

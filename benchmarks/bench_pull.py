@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.settle import settled
 from microsandbox import Image
 from microsandbox.cache import Cache
 from tests.debian_root import debian_root
@@ -41,21 +42,13 @@ def _fresh_home(path: Path) -> None:
     os.environ["MSB_HOME"] = str(path)
 
 
-def _settled(*paths: Path) -> None:
-    """Untimed set-up of a cold round: remove the last round's output and write back all dirty
-    pages, so no round pays for an earlier one's writeback."""
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
-    os.sync()
-
-
 def test_msb_cold_pull(benchmark, debian_image, tmp_path: Path) -> None:
     benchmark.group = "cold pull, two-layer Debian image"
     _, ref = debian_image
     home = tmp_path / "home"
 
     def setup() -> None:
-        _settled(home)
+        settled(home)
         _fresh_home(home)
 
     benchmark.pedantic(lambda: asyncio.run(Image.pull(ref)), setup=setup, rounds=5, iterations=1)
@@ -67,7 +60,7 @@ def test_skopeo_copy(benchmark, debian_image, tmp_path: Path) -> None:
     dest = tmp_path / "layout"
     benchmark.pedantic(subprocess.run, (["skopeo", "copy", "--quiet", "--src-tls-verify=false",
                                          f"docker://{ref}", f"oci:{dest}:t"],),
-                       kwargs={"check": True}, setup=lambda: _settled(dest), rounds=5, iterations=1)
+                       kwargs={"check": True}, setup=lambda: settled(dest), rounds=5, iterations=1)
 
 
 def test_skopeo_copy_then_umoci_unpack(benchmark, debian_image, tmp_path: Path) -> None:
@@ -80,7 +73,7 @@ def test_skopeo_copy_then_umoci_unpack(benchmark, debian_image, tmp_path: Path) 
                        check=True)
         subprocess.run(["umoci", "unpack", "--image", f"{dest}:t", str(bundle)], check=True, capture_output=True)
 
-    benchmark.pedantic(run, setup=lambda: _settled(dest, bundle), rounds=5, iterations=1)
+    benchmark.pedantic(run, setup=lambda: settled(dest, bundle), rounds=5, iterations=1)
 
 
 def test_msb_warm_pull(benchmark, debian_image, tmp_path: Path) -> None:

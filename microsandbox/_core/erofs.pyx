@@ -20,6 +20,7 @@ from collections import Counter, deque
 
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
+from posix.stat cimport S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK
 
 from microsandbox._core.erofs_fs cimport *
 
@@ -300,23 +301,15 @@ cdef class ErofsWriter:
         os.pwrite(self.fd, block0, 0)
 
 
-cdef unsigned char _file_type(unsigned int mode) noexcept:
-    cdef unsigned int kind = mode & 0o170000
-    if kind == 0o100000:
-        return EROFS_FT_REG_FILE
-    if kind == 0o040000:
-        return EROFS_FT_DIR
-    if kind == 0o120000:
-        return EROFS_FT_SYMLINK
-    if kind == 0o020000:
-        return EROFS_FT_CHRDEV
-    if kind == 0o060000:
-        return EROFS_FT_BLKDEV
-    if kind == 0o010000:
-        return EROFS_FT_FIFO
-    if kind == 0o140000:
-        return EROFS_FT_SOCK
-    return EROFS_FT_UNKNOWN
+cdef unsigned char _FILE_TYPES[16]      # dirent file type by the mode's S_IFMT >> 12
+for _kind, _ft in ((S_IFREG, EROFS_FT_REG_FILE), (S_IFDIR, EROFS_FT_DIR), (S_IFLNK, EROFS_FT_SYMLINK),
+                   (S_IFCHR, EROFS_FT_CHRDEV), (S_IFBLK, EROFS_FT_BLKDEV), (S_IFIFO, EROFS_FT_FIFO),
+                   (S_IFSOCK, EROFS_FT_SOCK)):
+    _FILE_TYPES[_kind >> 12] = _ft
+
+
+cdef inline unsigned char _file_type(unsigned int mode) noexcept:
+    return _FILE_TYPES[(mode >> 12) & 0xF]
 
 
 cdef inline void _put16(unsigned char *p, unsigned int v) noexcept:
@@ -403,27 +396,23 @@ cdef int _pack_inode(Node node, bytearray meta) except -1:
     if at + core + nibody + ninline > <unsigned long long>len(meta):
         raise AssertionError("an inode's footprint runs past the metadata area")
     p += at
-    # Field offsets as in erofs_structs.EXTENDED_INODE and COMPACT_INODE (little-endian).
+    # Field offsets as in erofs_structs.EXTENDED_INODE and COMPACT_INODE (little-endian); the
+    # format, xattr count, mode, i_u and ino sit at the same places in both.
+    _put16(p, <unsigned int>node.extended | (node.layout << 1))
+    _put16(p + 2, icount)
+    _put16(p + 4, node.mode)
+    _put32(p + 16, node.i_u)
+    _put32(p + 20, node.ino)
     if node.extended:
-        _put16(p, 1 | (node.layout << 1))
-        _put16(p + 2, icount)
-        _put16(p + 4, node.mode)
         _put64(p + 8, node.size)
-        _put32(p + 16, node.i_u)
-        _put32(p + 20, node.ino)
         _put32(p + 24, node.uid)
         _put32(p + 28, node.gid)
         _put64(p + 32, <unsigned long long><long long>node.mtime)
         _put32(p + 40, node.mtime_nsec)
         _put32(p + 44, node.nlink)
     else:
-        _put16(p, node.layout << 1)
-        _put16(p + 2, icount)
-        _put16(p + 4, node.mode)
         _put16(p + 6, node.nlink)
         _put32(p + 8, node.size)
-        _put32(p + 16, node.i_u)
-        _put32(p + 20, node.ino)
         _put16(p + 24, node.uid)
         _put16(p + 26, node.gid)
     p += core
