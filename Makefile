@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/python -m microsandbox.demo
 
 bench: install
-	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
+	$(PY) -m pytest benchmarks -o python_files='bench_*.py' -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
 
 clean:
 	rm -rf build $(VENV) microsandbox/_core/*.c microsandbox/_core/*.so microsandbox/_vmm*.so microsandbox/*.so
