@@ -9,7 +9,7 @@ import stat
 import struct
 from collections import deque
 
-from microsandbox._core.erofs import Node
+from microsandbox._core.erofs cimport Node, node_is_dir
 from microsandbox._core.erofs_fs cimport *
 from microsandbox.errors import InvalidLayerError
 
@@ -23,13 +23,18 @@ def _bad(path, why):
     return InvalidLayerError(f"{path}: not a usable EROFS layer image: {why}", path=str(path))
 
 
+DEF CHUNK = 1 << 17   # metadata is read in aligned chunks of this size, not one pread per field
+DEF MAX_CHUNKS = 64
+
+
 cdef class _Image:
     cdef int fd
     cdef object path, size, meta_base, build_time, build_nsec
     cdef dict inline_at   # nid -> byte where the inode's inline data (or chunk table) starts
+    cdef dict chunks      # chunk index -> its bytes (inodes and dirents cluster in a few chunks)
 
     def __init__(self, int fd, path):
-        self.fd, self.path, self.inline_at = fd, path, {}
+        self.fd, self.path, self.inline_at, self.chunks = fd, path, {}, {}
         self.size = os.fstat(fd).st_size
         if self.size < EROFS_BLKSZ or self.size % EROFS_BLKSZ:
             raise _bad(path, f"its size {self.size} is not a positive multiple of {EROFS_BLKSZ}")
@@ -37,7 +42,17 @@ cdef class _Image:
     cdef bytes read(self, off, n):
         if off < 0 or n < 0 or off + n > self.size:
             raise _bad(self.path, f"a structure at byte {off} (+{n}) lies outside the image")
-        data = os.pread(self.fd, n, off)
+        first, last = off // CHUNK, (off + n - 1) // CHUNK if n else off // CHUNK
+        if first != last:
+            data = os.pread(self.fd, n, off)
+        else:
+            chunk = self.chunks.get(first)
+            if chunk is None:
+                if len(self.chunks) >= MAX_CHUNKS:   # bounded memory; reads move forward mostly
+                    self.chunks.clear()
+                chunk = self.chunks[first] = os.pread(self.fd, min(CHUNK, self.size - first * CHUNK),
+                                                      first * CHUNK)
+            data = chunk[off - first * CHUNK:off - first * CHUNK + n]
         if len(data) != n:
             raise _bad(self.path, f"short read at byte {off}")
         return data
@@ -68,8 +83,8 @@ def read_image(path):
 
 cdef object _read_tree(_Image img, root_nid):
     nodes = {}
-    root = _read_inode(img, root_nid, nodes)
-    if not root.is_dir:
+    cdef Node root = _read_inode(img, root_nid, nodes), node, child
+    if not node_is_dir(root):
         raise _bad(img.path, "the root inode is not a directory")
     queue = deque([(root_nid, root)])
     seen_dirs = {root_nid}
@@ -77,7 +92,7 @@ cdef object _read_tree(_Image img, root_nid):
         nid, node = queue.popleft()
         for name, child_nid in _read_dir(img, node, nid):
             child = _read_inode(img, child_nid, nodes)
-            if child.is_dir:
+            if node_is_dir(child):
                 if child_nid in seen_dirs:
                     raise _bad(img.path, f"directory nid {child_nid} is reachable twice (a cycle or a hard-linked dir)")
                 seen_dirs.add(child_nid)
@@ -86,7 +101,7 @@ cdef object _read_tree(_Image img, root_nid):
     return root
 
 
-cdef object _read_inode(_Image img, nid, dict nodes):
+cdef Node _read_inode(_Image img, nid, dict nodes):
     if nid in nodes:
         return nodes[nid]
     if len(nodes) >= MAX_INODES:
@@ -106,7 +121,7 @@ cdef object _read_inode(_Image img, nid, dict nodes):
         core = EROFS_INODE_COMPACT
     if fmt >> 4 or layout not in (EROFS_FLAT_PLAIN, EROFS_FLAT_INLINE, EROFS_CHUNK_BASED):
         raise _bad(img.path, f"inode {nid} has an unsupported format 0x{fmt:x}")
-    node = Node(mode, uid, gid, mtime, nsec)
+    cdef Node node = Node(mode, uid, gid, mtime, nsec)
     ibody_size = 12 + 4 * (icount - 1) if icount else 0
     node.xattrs = _read_xattrs(img, at + core, ibody_size) if icount else {}
     data_at = at + core + ibody_size
@@ -164,7 +179,7 @@ cdef dict _read_xattrs(_Image img, at, size):
     return out
 
 
-cdef bytes _read_data(_Image img, node, nid):
+cdef bytes _read_data(_Image img, Node node, nid):
     """The whole data of a directory or symlink (FLAT_PLAIN blocks, or blocks + inline tail)."""
     size = node.size
     if size > 1 << 30:
@@ -181,7 +196,7 @@ cdef bytes _read_data(_Image img, node, nid):
     return head + img.read(tail_at, size - full)
 
 
-cdef list _read_dir(_Image img, node, nid):
+cdef list _read_dir(_Image img, Node node, nid):
     data = _read_data(img, node, nid)
     entries = []
     for start in range(0, len(data), EROFS_BLKSZ):

@@ -15,15 +15,18 @@ cdef tuple _OVERLAY_XATTRS = (b"trusted.overlay.", b"user.overlay.")
 
 def merge(list trees):
     """(root ``Node`` of the merged tree, number of entries in it) for ``trees``, a list of
-    (root ``Node``, size in blocks) per layer, bottom to top."""
+    (root ``Node``, size in blocks) per layer, bottom to top.
+
+    Both passes walk with explicit stacks, not recursion: a layer may nest directories as deep
+    as its paths allow, and a hostile image deeper still."""
     cdef _Dir merged = _Dir(trees[0][0])
     cdef list bases = []
     cdef object at = 0
     for index, (root, blocks) in enumerate(trees):
-        merged.overlay(root, index)
+        _overlay(merged, root, index)
         bases.append(at)
         at += blocks
-    return _to_node(merged, bases, {}), merged.count()
+    return _to_nodes(merged, bases)
 
 
 cdef class _Dir:
@@ -36,55 +39,59 @@ cdef class _Dir:
         self.source = source
         self.children = {}
 
-    cdef overlay(self, Node upper, int layer):
-        """Apply one layer's version of this directory on top of what lies below."""
-        cdef Node node
-        cdef _Dir below
-        self.source = upper
+
+cdef _overlay(_Dir top, Node upper_top, int layer):
+    """Apply one layer's tree on top of what lies below it."""
+    cdef _Dir merged, below
+    cdef Node upper, node
+    cdef list stack = [(top, upper_top)]
+    while stack:
+        merged, upper = stack.pop()
+        merged.source = upper
         if upper.xattrs and b"y" in (upper.xattrs.get(b"trusted.overlay.opaque"),
                                      upper.xattrs.get(b"user.overlay.opaque")):
-            self.children.clear()
+            merged.children.clear()
         for name, node in upper.children.items():
             if _is_whiteout(node):
-                self.children.pop(name, None)
+                merged.children.pop(name, None)
             elif node_is_dir(node):
-                existing = self.children.get(name)
+                existing = merged.children.get(name)
                 if isinstance(existing, _Dir):
                     below = existing
                 else:                      # new, or replacing a non-directory
                     below = _Dir(node)
-                    self.children[name] = below
-                below.overlay(node, layer)
+                    merged.children[name] = below
+                stack.append((below, node))
             else:
-                self.children[name] = (layer, node)
-
-    cdef Py_ssize_t count(self):
-        cdef Py_ssize_t n = 1
-        for child in self.children.values():
-            n += (<_Dir>child).count() if isinstance(child, _Dir) else 1
-        return n
+                merged.children[name] = (layer, node)
 
 
 cdef inline bint _is_whiteout(Node node) noexcept:
     return (node.mode & 0o170000) == 0o020000 and node.rdev_major == 0 and node.rdev_minor == 0
 
 
-cdef Node _to_node(_Dir d, list bases, dict shared):
-    cdef Node node = _copy_meta(d.source)
-    cdef Node src
+cdef tuple _to_nodes(_Dir top, list bases):
+    """The writer's tree for the merged view, and how many names it holds (the root included)."""
+    cdef Node root = _copy_meta(top.source), node, src
+    cdef _Dir merged
+    cdef dict shared = {}    # (layer, source Node) -> leaf: hard links inside a layer stay one inode
+    cdef list stack = [(top, root)]
+    cdef Py_ssize_t entries = 1
     cdef int layer
-    for name, child in d.children.items():
-        if isinstance(child, _Dir):
-            node.children[name] = _to_node(<_Dir>child, bases, shared)
-            continue
-        layer, src = child
-        leaf = shared.get(child)
-        if leaf is None:   # hard links inside one layer stay one inode: same (layer, Node) pair
-            leaf = shared[(layer, src)] = _leaf(src, bases[layer])
-        node.children[name] = leaf
-    return node
-
-
+    while stack:
+        merged, node = stack.pop()
+        for name, child in merged.children.items():
+            entries += 1
+            if isinstance(child, _Dir):
+                sub = node.children[name] = _copy_meta((<_Dir>child).source)
+                stack.append((child, sub))
+                continue
+            layer, src = child
+            leaf = shared.get(child)
+            if leaf is None:
+                leaf = shared[child] = _leaf(src, bases[layer])
+            node.children[name] = leaf
+    return root, entries
 cdef Node _copy_meta(Node src):
     cdef Node node = Node(src.mode, src.uid, src.gid, src.mtime, src.mtime_nsec)
     if src.xattrs:

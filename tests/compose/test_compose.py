@@ -166,6 +166,21 @@ def test_the_converters_trees_compose_the_same_bytes(rootfs: Path, tmp_path: Pat
     fsck(stitch([tmp_path / "given.erofs", *images], tmp_path / "disk"))
 
 
+def test_deep_nesting_composes(tmp_path: Path) -> None:
+    """5,000 nested directories (a 10,000-byte path, well inside what the converter accepts):
+    merging walks with explicit stacks, so depth costs no recursion."""
+    need("fsck.erofs")
+    depth = 5000
+    entries = [("/".join(["d"] * i), "dir", {}) for i in range(1, depth + 1)]
+    entries.append(("/".join(["d"] * depth) + "/leaf", "file", {"data": b"at the bottom"}))
+    (tmp_path / "deep.tar").write_bytes(_tar(entries))
+    layer = tmp_path / "cache" / "deep.erofs"
+    convert_layer(tmp_path / "deep.tar", layer)
+    result = compose_image([layer], tmp_path / "cache" / "f.erofs", tmp_path / "cache" / "d.vmdk")
+    assert result.entries == depth + 2
+    fsck(stitch([tmp_path / "cache" / "f.erofs", layer], tmp_path / "disk"))
+
+
 class _BigTar(io.RawIOBase):
     """A tar streamed on the fly: one ``size``-byte file of zeros with markers, then ``tail``."""
 
