@@ -49,6 +49,7 @@ def compose_image(layers: list[Path], fsmeta_out: Path, vmdk_out: Path, *,
     given = trees or [None] * len(layers)
     if len(given) != len(layers):
         raise ValueError("compose_image needs one tree entry per layer")
+    extent_paths(vmdk_out, [fsmeta_out, *layers])   # refuse before anything is written
     with paused():
         loaded = [tree or read_image(path) for path, tree in zip(layers, given)]
         root, entries = merge(loaded)
@@ -65,15 +66,11 @@ def compose_image(layers: list[Path], fsmeta_out: Path, vmdk_out: Path, *,
 def write_vmdk(dest: Path, files: list[Path]) -> None:
     """A twoGbMaxExtentFlat descriptor: each file in order as RDONLY FLAT extents of at most
     2 GiB, paths relative to ``dest``'s folder."""
-    folder = dest.parent.resolve()
     extents, total = [], 0
-    for path in files:
+    for path, rel in zip(files, extent_paths(dest, files)):
         size = path.stat().st_size
         if size % SECTOR:
             raise InvalidLayerError(f"{path} is not a whole number of 512-byte sectors")
-        rel = os.path.relpath(path.resolve(), folder)
-        if rel.startswith("..") or '"' in rel:
-            raise InvalidLayerError(f"{path} must lie inside {folder} (VMDK extents are relative)")
         sectors = size // SECTOR
         for offset in range(0, sectors, MAX_EXTENT_SECTORS):
             extents.append(f'RDONLY {min(MAX_EXTENT_SECTORS, sectors - offset)} FLAT "{rel}" {offset}')
@@ -87,3 +84,15 @@ def write_vmdk(dest: Path, files: list[Path]) -> None:
         'ddb.geometry.sectors = "63"', 'ddb.adapterType = "ide"', ""])
     with atomic_output(dest) as out:
         out.write(text.encode())
+
+
+def extent_paths(dest: Path, files: list[Path]) -> list[str]:
+    """Each file's path relative to the descriptor's folder, where it must lie."""
+    folder = dest.parent.resolve()
+    paths = []
+    for path in files:
+        rel = os.path.relpath(path.resolve(), folder)
+        if rel.startswith("..") or '"' in rel:
+            raise InvalidLayerError(f"{path} must lie inside {folder} (VMDK extents are relative)")
+        paths.append(rel)
+    return paths

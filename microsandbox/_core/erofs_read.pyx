@@ -10,6 +10,7 @@ import struct
 from collections import deque
 
 from microsandbox._core.erofs cimport Node, node_is_dir
+from microsandbox._core.erofs import crc32c
 from microsandbox._core.erofs_fs cimport *
 from microsandbox.errors import InvalidLayerError
 
@@ -68,9 +69,14 @@ def read_image(path):
     try:
         img = _Image(fd, path)
         sb = _SUPER.unpack(img.read(EROFS_SUPER_OFFSET, _SUPER.size))
-        magic, _, _, blkszbits, _, root_nid, _, build_time, build_nsec, _, meta_blkaddr = sb[:11]
+        magic, checksum, compat, blkszbits, _, root_nid, _, build_time, build_nsec, _, meta_blkaddr = sb[:11]
         if magic != EROFS_SUPER_MAGIC or blkszbits != EROFS_BLKSZ_BITS:
             raise _bad(path, "bad superblock magic or block size")
+        if compat & EROFS_COMPAT_SB_CHKSUM:
+            block = bytearray(img.read(EROFS_SUPER_OFFSET, EROFS_BLKSZ - EROFS_SUPER_OFFSET))
+            block[4:8] = bytes(4)
+            if crc32c(block) != checksum:
+                raise _bad(path, "the superblock checksum does not match (the kernel would refuse it)")
         incompat = sb[14]
         if incompat & ~EROFS_INCOMPAT_CHUNKED_FILE:
             raise _bad(path, f"unsupported features 0x{incompat:x} (compressed or multi-device images)")
