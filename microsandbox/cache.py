@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,10 +96,10 @@ class Cache:
         then publish it atomically."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            lock = open(self.root / "index.lock", "a+b")
+            lock_fd = os.open(self.root / "index.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise storage_error(self.root / "index.lock", exc) from None
-        with lock:
+        with os.fdopen(lock_fd, "r+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self.read_index() if index is None else index
             yield index

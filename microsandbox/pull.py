@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .cache import Cache, config_record, manifest_record, now_ms
 from ._core.erofs import Node
+from .cache import Cache, config_record, manifest_record, now_ms
 from .compose import compose_image
 from .errors import ImageNotFoundError, ImagePullFailedError, InvalidLayerError, MicrosandboxError
 from .image_types import ImageHandle, PullPolicy

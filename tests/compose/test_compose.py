@@ -15,8 +15,8 @@ from microsandbox import InvalidLayerError
 from microsandbox.compose import compose_image
 from microsandbox.disk import probe, read_guest
 from microsandbox.layers import convert_layer
-from tests.rootfs import pack
 from tests.layers.trees import assert_same_tree, fsck, mounted, need, need_root, snapshot
+from tests.rootfs import pack
 
 OVERLAY = ("trusted.overlay.", "user.overlay.")
 
