@@ -156,8 +156,8 @@ def _tmpfs(where: Path, size_kib: int) -> Iterator[None]:
 def test_a_full_disk_fails_cleanly_and_a_pull_after_freeing_space_works(
         registry: Registry, msb_home: Path, short_kib: int | None) -> None:
     """``$MSB_HOME`` on a tmpfs a little too small for the image (``short_kib`` less than a pull
-    uses; ``None``: almost no room at all), so the space runs out at a different artifact each time
-    (index, blobs, fsmeta, layer images). The pull fails with ``StorageError``, leaves no temp file
+    uses; ``None``: almost no room at all), so the space runs out at different artifacts (with the
+    test image, measured: the index, a blob, fsmeta and a layer image). The pull fails with ``StorageError``, leaves no temp file
     and no unreadable index, and once there is room the same pull succeeds."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")

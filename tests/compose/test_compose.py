@@ -15,7 +15,7 @@ from microsandbox import InvalidLayerError
 from microsandbox.compose import compose_image
 from microsandbox.disk import probe, read_guest
 from microsandbox.layers import convert_layer
-from tests.layers.trees import assert_same_tree, fsck, mounted, need, need_root, snapshot
+from tests.layers.trees import assert_same_tree, fsck, mounted, need, need_root, snapshot, stitch
 from tests.rootfs import pack
 
 OVERLAY = ("trusted.overlay.", "user.overlay.")
@@ -68,29 +68,6 @@ def two_layers(tmp_path: Path) -> list[Path]:
         out.append(tmp_path / "cache" / "layers" / f"{name}.erofs")
         convert_layer(tmp_path / f"{name}.tar", out[-1])
     return out
-
-
-def stitch(parts: list[Path], dest: Path) -> Path:
-    """``cat`` of the parts that keeps holes (a multi-GiB disk costs only its data)."""
-    with open(dest, "wb") as out:
-        at = 0
-        for part in parts:
-            with open(part, "rb") as src:
-                size = os.fstat(src.fileno()).st_size
-                pos = 0
-                while pos < size:
-                    try:
-                        pos = os.lseek(src.fileno(), pos, os.SEEK_DATA)
-                    except OSError:
-                        break
-                    end = os.lseek(src.fileno(), pos, os.SEEK_HOLE)
-                    while pos < end:
-                        chunk = os.pread(src.fileno(), min(8 << 20, end - pos), pos)
-                        os.pwrite(out.fileno(), chunk, at + pos)
-                        pos += len(chunk)
-            at += size
-        out.truncate(at)
-    return dest
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from microsandbox import InvalidLayerError
 from microsandbox.compose import compose_image
 from microsandbox.layers import convert_layer
-from tests.compose.test_compose import stitch
-from tests.layers.trees import fsck, need
+from tests.layers.trees import fsck, need, stitch
 from tests.rootfs import pack
 
 
